@@ -1,0 +1,287 @@
+//! Error types: one per operation, each handing back the value that was not sent.
+
+use std::fmt;
+use std::io;
+
+/// Why a channel could not be created or attached.
+///
+/// Returned by every call that creates, opens or attaches to a segment. Nothing is
+/// left mapped when this is returned, and a segment this call created is removed again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The name is empty, contains `/` or NUL, is `.` or `..`, or is too long.
+    #[error("invalid channel name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No segment of that name exists.
+    #[error("no channel named {0:?}")]
+    NotFound(String),
+    /// A segment of that name exists already (with `CreateMode::CreateExclusive`).
+    #[error("a channel named {0:?} exists already")]
+    AlreadyExists(String),
+    /// The operating system refused access to the segment.
+    #[error("permission denied for channel {0:?}")]
+    PermissionDenied(String),
+    /// The segment belongs to another user and the options do not allow that.
+    #[error("channel is owned by uid {owner}, not by this process's uid {ours}")]
+    ForeignOwner {
+        /// The segment's owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// The object is not a shmchan segment.
+    #[error("not a shmchan segment (bad magic)")]
+    BadMagic,
+    /// The segment was made by another layout version of shmchan.
+    #[error("layout version {found} is not supported (this build reads version {expected})")]
+    VersionMismatch {
+        /// Version in the segment.
+        found: u32,
+        /// Version this build understands.
+        expected: u32,
+    },
+    /// The segment is of another flavor (SPSC versus MPMC).
+    #[error("flavor mismatch: segment is {found}, handle wants {expected}")]
+    FlavorMismatch {
+        /// Flavor in the segment.
+        found: &'static str,
+        /// Flavor the handle needs.
+        expected: &'static str,
+    },
+    /// The segment carries another message type (size, alignment, name or kind).
+    #[error("message type mismatch: segment holds {found}, handle wants {expected}")]
+    TypeMismatch {
+        /// What the segment holds.
+        found: String,
+        /// What the handle wants.
+        expected: String,
+    },
+    /// The segment's capacity differs from the one asked for.
+    #[error("capacity mismatch: segment has {found} slots, asked for {expected}")]
+    CapacityMismatch {
+        /// Capacity of the segment.
+        found: u64,
+        /// Capacity asked for.
+        expected: u64,
+    },
+    /// The object is shorter (or longer) than its header says, or than a header.
+    #[error("segment is {actual} bytes but must be {expected}")]
+    Truncated {
+        /// Size of the object.
+        actual: u64,
+        /// Size it must have.
+        expected: u64,
+    },
+    /// The header's fields contradict each other.
+    #[error("corrupt segment header: {0}")]
+    Corrupt(&'static str),
+    /// The creator died before finishing the header; remove the segment and retry.
+    #[error("the creator (pid {pid}) died while initialising the segment")]
+    CreatorDied {
+        /// Pid of the creator.
+        pid: u32,
+    },
+    /// The header was not finished within the init timeout.
+    #[error("segment still initialising after the init timeout")]
+    InitTimeout,
+    /// Capacity is zero, not a power of two, or too large.
+    #[error("capacity {0} must be a power of two between 1 and 2^30")]
+    InvalidCapacity(u64),
+    /// The message type or size cannot be stored.
+    #[error("invalid message type: {0}")]
+    InvalidMessage(&'static str),
+    /// The segment would be larger than shmchan allows (64 GiB).
+    #[error("the requested segment is too large")]
+    TooLarge,
+    /// The role is taken: an SPSC channel has one sender and one receiver at a time,
+    /// and the current holder is alive.
+    #[error("channel already has a live {role} (pid {pid})")]
+    RoleTaken {
+        /// "sender" or "receiver".
+        role: &'static str,
+        /// Process that holds it.
+        pid: u32,
+    },
+    /// Every entry of the peer table is held by a live process.
+    #[error("peer table is full ({0} entries)")]
+    TooManyPeers(u32),
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(&'static str),
+    /// Any other operating-system error.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl OpenError {
+    pub(crate) fn from_errno(e: rustix::io::Errno, name: &str) -> OpenError {
+        match e {
+            rustix::io::Errno::NOENT => OpenError::NotFound(name.to_owned()),
+            rustix::io::Errno::EXIST => OpenError::AlreadyExists(name.to_owned()),
+            rustix::io::Errno::ACCESS | rustix::io::Errno::PERM => {
+                OpenError::PermissionDenied(name.to_owned())
+            }
+            rustix::io::Errno::NAMETOOLONG => OpenError::InvalidName {
+                name: name.to_owned(),
+                reason: "too long for this system",
+            },
+            other => OpenError::Io(other.into()),
+        }
+    }
+}
+
+macro_rules! value_error {
+    (
+        $(#[$m:meta])* $name:ident { $( $(#[$vm:meta])* $var:ident => $disp:literal, $is:ident; )* }
+    ) => {
+        $(#[$m])*
+        #[derive(PartialEq, Eq, Clone, Copy)]
+        pub enum $name<T> {
+            $( $(#[$vm])* $var(T), )*
+        }
+
+        impl<T> $name<T> {
+            /// Returns the message that was not sent.
+            pub fn into_inner(self) -> T {
+                match self { $( $name::$var(v) => v, )* }
+            }
+            $(
+                #[doc = concat!("Whether this is `", stringify!($var), "`.")]
+                pub fn $is(&self) -> bool {
+                    matches!(self, $name::$var(_))
+                }
+            )*
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $( $name::$var(_) => f.write_str(concat!(stringify!($var), "(..)")), )* }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $( $name::$var(_) => f.write_str($disp), )* }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
+value_error! {
+    /// Error of [`send`](crate::Sender::send): the receiver is gone; the message is handed back.
+    SendError {
+        /// No receiver is attached (one was, and it left or died).
+        Disconnected => "sending on a disconnected channel", is_disconnected;
+    }
+}
+
+value_error! {
+    /// Error of [`try_send`](crate::Sender::try_send).
+    TrySendError {
+        /// The ring is full.
+        Full => "sending on a full channel", is_full;
+        /// No receiver is attached (one was, and it left or died).
+        Disconnected => "sending on a disconnected channel", is_disconnected;
+    }
+}
+
+value_error! {
+    /// Error of [`send_timeout`](crate::Sender::send_timeout).
+    SendTimeoutError {
+        /// The ring stayed full until the deadline.
+        Timeout => "timed out waiting on send operation", is_timeout;
+        /// No receiver is attached (one was, and it left or died).
+        Disconnected => "sending on a disconnected channel", is_disconnected;
+    }
+}
+
+impl<T> From<SendError<T>> for TrySendError<T> {
+    fn from(e: SendError<T>) -> Self {
+        TrySendError::Disconnected(e.into_inner())
+    }
+}
+
+impl<T> From<SendError<T>> for SendTimeoutError<T> {
+    fn from(e: SendError<T>) -> Self {
+        SendTimeoutError::Disconnected(e.into_inner())
+    }
+}
+
+/// Error of [`recv`](crate::Receiver::recv): the ring is empty and no sender is left.
+#[derive(Debug, PartialEq, Eq, Clone, Copy, thiserror::Error)]
+#[error("receiving on an empty and disconnected channel")]
+pub struct RecvError;
+
+/// Error of [`try_recv`](crate::Receiver::try_recv).
+#[derive(Debug, PartialEq, Eq, Clone, Copy, thiserror::Error)]
+pub enum TryRecvError {
+    /// The ring is empty.
+    #[error("receiving on an empty channel")]
+    Empty,
+    /// The ring is empty and no sender is attached (one was, and it left or died).
+    #[error("receiving on an empty and disconnected channel")]
+    Disconnected,
+}
+
+/// Error of [`recv_timeout`](crate::Receiver::recv_timeout).
+#[derive(Debug, PartialEq, Eq, Clone, Copy, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the deadline.
+    #[error("timed out waiting on receive operation")]
+    Timeout,
+    /// The ring is empty and no sender is attached (one was, and it left or died).
+    #[error("receiving on an empty and disconnected channel")]
+    Disconnected,
+}
+
+impl TryRecvError {
+    /// Whether this is `Empty`.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, TryRecvError::Empty)
+    }
+    /// Whether this is `Disconnected`.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TryRecvError::Disconnected)
+    }
+}
+
+impl RecvTimeoutError {
+    /// Whether this is `Timeout`.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RecvTimeoutError::Timeout)
+    }
+    /// Whether this is `Disconnected`.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, RecvTimeoutError::Disconnected)
+    }
+}
+
+impl From<RecvError> for TryRecvError {
+    fn from(_: RecvError) -> Self {
+        TryRecvError::Disconnected
+    }
+}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(_: RecvError) -> Self {
+        RecvTimeoutError::Disconnected
+    }
+}
+
+/// Error of the byte-message calls when a message is longer than the slot allows.
+#[derive(Debug, PartialEq, Eq, Clone, Copy, thiserror::Error)]
+#[error("message of {len} bytes exceeds the channel's limit of {max} bytes")]
+pub struct TooLong {
+    /// Length of the message.
+    pub len: usize,
+    /// Largest message the channel carries.
+    pub max: usize,
+}

@@ -1,0 +1,132 @@
+//! How a handle creates or opens its channel.
+
+use crate::wait::WaitStrategy;
+use std::time::Duration;
+
+/// What to do about the segment's name when attaching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CreateMode {
+    /// Open an existing channel; fail with `NotFound` if there is none (the default).
+    #[default]
+    Open,
+    /// Create a new channel; fail with `AlreadyExists` if the name is taken.
+    CreateExclusive,
+    /// Open the channel if it exists, else create it. Racing processes agree: one
+    /// creates, the others wait for its header and open.
+    OpenOrCreate,
+    /// Remove any object of that name, then create a new channel. Processes still
+    /// attached to the old one keep using it, unseen by newcomers.
+    PurgeAndCreate,
+}
+
+/// Options for creating or opening a channel.
+///
+/// ```
+/// use shmchan::{CreateMode, Options, WaitStrategy};
+/// use std::time::Duration;
+///
+/// let opts = Options::new()
+///     .capacity(1024)
+///     .mode(CreateMode::OpenOrCreate)
+///     .permissions(0o600)
+///     .wait_strategy(WaitStrategy::BusySpin)
+///     .liveness_interval(Duration::from_millis(50));
+/// assert_eq!(opts.get_capacity(), Some(1024));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) capacity: Option<u64>,
+    pub(crate) mode: CreateMode,
+    pub(crate) permissions: u32,
+    pub(crate) keep: bool,
+    pub(crate) wait: WaitStrategy,
+    pub(crate) init_timeout: Duration,
+    pub(crate) liveness_interval: Duration,
+    pub(crate) allow_foreign_owner: bool,
+    pub(crate) max_peers: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Defaults: open only, mode `0600`, default wait strategy, 1 s init timeout,
+    /// 100 ms liveness interval, only segments owned by our own uid.
+    pub fn new() -> Options {
+        Options {
+            capacity: None,
+            mode: CreateMode::Open,
+            permissions: 0o600,
+            keep: false,
+            wait: WaitStrategy::default(),
+            init_timeout: Duration::from_secs(1),
+            liveness_interval: Duration::from_millis(100),
+            allow_foreign_owner: false,
+            max_peers: 2,
+        }
+    }
+
+    /// Number of slots, a power of two. Needed to create; when opening, a different
+    /// capacity is an error (`CapacityMismatch`).
+    pub fn capacity(mut self, capacity: usize) -> Options {
+        self.capacity = Some(capacity as u64);
+        self
+    }
+
+    /// The capacity set, if any.
+    pub fn get_capacity(&self) -> Option<u64> {
+        self.capacity
+    }
+
+    /// Create, open, or both; see [`CreateMode`].
+    pub fn mode(mut self, mode: CreateMode) -> Options {
+        self.mode = mode;
+        self
+    }
+
+    /// Permission bits of a created object (default `0o600`: owner only). Applied
+    /// exactly, whatever the umask.
+    pub fn permissions(mut self, mode: u32) -> Options {
+        self.permissions = mode & 0o777;
+        self
+    }
+
+    /// Keep the named object when the creating handle is dropped (default: the
+    /// creator removes the name on drop; mappings stay valid). Remove it later with
+    /// [`remove`](crate::remove) or `shmchan rm`.
+    pub fn keep(mut self, keep: bool) -> Options {
+        self.keep = keep;
+        self
+    }
+
+    /// How blocking calls wait (default: spin 50 µs, then sleep on a futex).
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Options {
+        self.wait = wait;
+        self
+    }
+
+    /// How long an opener waits for a creator that has not finished the header.
+    pub fn init_timeout(mut self, timeout: Duration) -> Options {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// How often a waiting or polling handle checks that its peer process is alive: a
+    /// peer killed without a chance to detach is noticed within about this time.
+    pub fn liveness_interval(mut self, interval: Duration) -> Options {
+        self.liveness_interval = interval.max(Duration::from_micros(100));
+        self
+    }
+
+    /// Accept a segment owned by another uid (default: refuse, `ForeignOwner`). Anyone
+    /// who can write the object can make this process read garbage messages (never
+    /// out-of-bounds), and can shrink it, which raises `SIGBUS`.
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Options {
+        self.allow_foreign_owner = allow;
+        self
+    }
+}

@@ -1,0 +1,300 @@
+//! A validated segment: create or open the object, write or check its header.
+//!
+//! This is where the creation modes, the init handshake (creating → ready) and every
+//! attach-time check live. What comes out, [`Shared`], is a mapping whose geometry
+//! was computed locally and found equal to the header's, and whose length is the
+//! object's real size, so the rings may index it without further checks.
+
+use crate::error::OpenError;
+use crate::layout::{
+    self, ConfigSnapshot, FLAVOR_MPMC, FLAVOR_SPSC, Geometry, HEADER_SIZE, Header, INIT_CREATING,
+    INIT_READY, KIND_BYTES, MAX_PEERS, MAX_TOTAL,
+};
+use crate::options::{CreateMode, Options};
+use crate::segment::{self, Segment};
+use crate::sync::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What a handle needs the segment to hold.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    pub flavor: u32,
+    pub kind: u32,
+    pub msg_size: u64,
+    pub msg_align: u64,
+    pub fingerprint: u64,
+    /// For error messages: the type's name.
+    pub type_name: &'static str,
+}
+
+/// A mapped segment with a valid header.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub seg: Segment,
+    pub geo: Geometry,
+    /// Whether this handle created the segment.
+    pub created: bool,
+}
+
+fn flavor_name(f: u32) -> &'static str {
+    match f {
+        FLAVOR_SPSC => "spsc",
+        FLAVOR_MPMC => "mpmc",
+        _ => "unknown",
+    }
+}
+
+impl Shared {
+    /// Creates or opens `name` as `opts.mode` says, and checks it holds what `want` says.
+    pub fn attach(name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
+        let path = segment::shm_path(name)?;
+        match opts.mode {
+            CreateMode::Open => Self::open(&path, name, opts, want),
+            CreateMode::CreateExclusive => Self::create(&path, name, opts, want),
+            CreateMode::PurgeAndCreate => {
+                match rustix::shm::unlink(path.as_str()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(OpenError::from_errno(e, name)),
+                }
+                Self::create(&path, name, opts, want)
+            }
+            CreateMode::OpenOrCreate => {
+                // Create first: of racing processes exactly one wins O_EXCL, the others
+                // open and wait for its header. Retry if the name vanished in between.
+                for _ in 0..100 {
+                    match Self::create(&path, name, opts, want) {
+                        Err(OpenError::AlreadyExists(_)) => {}
+                        other => return other,
+                    }
+                    match Self::open(&path, name, opts, want) {
+                        Err(OpenError::NotFound(_)) => continue,
+                        other => return other,
+                    }
+                }
+                Err(OpenError::NotFound(name.to_owned()))
+            }
+        }
+    }
+
+    fn create(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
+        let capacity = opts
+            .capacity
+            .ok_or(OpenError::InvalidOption("a capacity is needed to create a channel"))?;
+        let max_peers = opts.max_peers;
+        if max_peers < 2 || max_peers as usize > MAX_PEERS {
+            return Err(OpenError::InvalidOption("max_peers must be between 2 and 192"));
+        }
+        let geo = Geometry::new(want.flavor, want.kind, capacity, want.msg_size, want.msg_align)?;
+        let seg = Segment::create(path, name, geo.total_len, opts.permissions)?;
+        let hdr = seg.as_ptr() as *mut Header;
+        let created_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        // SAFETY: we just created and sized the object (all zeros), it is mapped
+        // read-write with at least HEADER_SIZE bytes, page aligned; nobody trusts the
+        // plain fields before init_state is READY, which we store last (Release).
+        unsafe {
+            let c = &raw mut (*hdr).config;
+            // The pid first, so an opener can tell whether an unfinished header's
+            // creator is still alive.
+            (*c).creator_pid.store(crate::peers::my_pid(), Ordering::Relaxed);
+            (&raw mut (*c).magic).write(layout::MAGIC);
+            (&raw mut (*c).layout_version).write(layout::LAYOUT_VERSION);
+            (&raw mut (*c).flavor).write(geo.flavor);
+            (&raw mut (*c).capacity).write(geo.capacity);
+            (&raw mut (*c).slot_size).write(geo.slot_size as u64);
+            (&raw mut (*c).msg_size).write(geo.msg_size as u32);
+            (&raw mut (*c).msg_align).write(geo.msg_align as u32);
+            (&raw mut (*c).type_fingerprint).write(want.fingerprint);
+            (&raw mut (*c).total_len).write(geo.total_len as u64);
+            (&raw mut (*c).creator_uid).write(rustix::process::geteuid().as_raw());
+            (&raw mut (*c).max_peers).write(max_peers);
+            (&raw mut (*c).created_at_ns).write(created_at);
+            (&raw mut (*c).payload_offset).write(geo.payload_offset as u32);
+            (&raw mut (*c).msg_kind).write(geo.kind);
+            // Release: an opener that Acquire-loads READY sees every field above.
+            (*c).init_state.store(INIT_READY, Ordering::Release);
+        }
+        let mut seg = seg;
+        if opts.keep {
+            seg.keep();
+        }
+        Ok(Shared {
+            seg,
+            geo,
+            created: true,
+        })
+    }
+
+    fn open(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
+        let fd = Segment::open_fd(path, name)?;
+        let deadline = Instant::now() + opts.init_timeout;
+        let ours = rustix::process::geteuid().as_raw();
+        // Wait for the creator to size the object (it may be between O_EXCL and
+        // ftruncate); never map more than fstat says exists.
+        let size = loop {
+            let info = segment::stat(&fd)?;
+            if info.uid != ours && !opts.allow_foreign_owner {
+                return Err(OpenError::ForeignOwner {
+                    owner: info.uid,
+                    ours,
+                });
+            }
+            if info.size >= HEADER_SIZE as u64 {
+                break info.size;
+            }
+            if Instant::now() >= deadline {
+                return Err(if info.size == 0 {
+                    OpenError::InitTimeout
+                } else {
+                    OpenError::Truncated {
+                        actual: info.size,
+                        expected: HEADER_SIZE as u64,
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if size > MAX_TOTAL {
+            return Err(OpenError::Corrupt("object larger than any shmchan segment"));
+        }
+        let seg = Segment::map_fd(fd, size as usize)?;
+        let hdr = seg.as_ptr() as *const Header;
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned.
+        let cfg = unsafe { &(*hdr).config };
+        loop {
+            // Acquire pairs with the creator's Release store of READY.
+            match cfg.init_state.load(Ordering::Acquire) {
+                INIT_READY => break,
+                INIT_CREATING => {}
+                _ => {
+                    // SAFETY: as above.
+                    let snap = unsafe { ConfigSnapshot::read(hdr) };
+                    return Err(if snap.magic != layout::MAGIC {
+                        OpenError::BadMagic
+                    } else {
+                        OpenError::Corrupt("unknown init state")
+                    });
+                }
+            }
+            // SAFETY: as above.
+            let snap = unsafe { ConfigSnapshot::read(hdr) };
+            if snap.magic != [0; 8] && snap.magic != layout::MAGIC {
+                return Err(OpenError::BadMagic);
+            }
+            let pid = snap.creator_pid;
+            if pid != 0 && !creator_alive(pid) {
+                return Err(OpenError::CreatorDied { pid });
+            }
+            if Instant::now() >= deadline {
+                return Err(OpenError::InitTimeout);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: as above.
+        let snap = unsafe { ConfigSnapshot::read(hdr) };
+        let geo = snap.geometry()?;
+        if geo.total_len as u64 != size {
+            return Err(OpenError::Truncated {
+                actual: size,
+                expected: geo.total_len as u64,
+            });
+        }
+        check_wanted(&snap, &geo, opts, want)?;
+        Ok(Shared {
+            seg,
+            geo,
+            created: false,
+        })
+    }
+
+    /// The header.
+    #[inline]
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_SIZE bytes, page aligned, and lives as
+        // long as self; every field other processes write is atomic or read volatile.
+        unsafe { &*(self.seg.as_ptr() as *const Header) }
+    }
+
+    /// Start of the slot array.
+    #[inline]
+    pub fn slots(&self) -> *mut u8 {
+        // SAFETY: total_len (== mapping length) >= HEADER_SIZE + capacity * slot_size.
+        unsafe { self.seg.as_ptr().add(HEADER_SIZE) }
+    }
+}
+
+fn creator_alive(pid: u32) -> bool {
+    if pid == crate::peers::my_pid() {
+        return true;
+    }
+    match rustix::process::Pid::from_raw(pid as i32) {
+        Some(p) => match rustix::process::test_kill_process(p) {
+            Ok(()) | Err(rustix::io::Errno::PERM) => {
+                !matches!(crate::peers::proc_stat(pid), Some(('Z' | 'X' | 'x', _)))
+            }
+            Err(_) => false,
+        },
+        None => false,
+    }
+}
+
+fn describe(kind: u32, size: u64, align: u64, fp: u64, name: &str) -> String {
+    if kind == KIND_BYTES {
+        format!("byte messages of up to {size} bytes")
+    } else {
+        format!("{name} (size {size}, align {align}, fingerprint {fp:#018x})")
+    }
+}
+
+fn check_wanted(
+    snap: &ConfigSnapshot,
+    geo: &Geometry,
+    opts: &Options,
+    want: &Wanted,
+) -> Result<(), OpenError> {
+    if geo.flavor != want.flavor {
+        return Err(OpenError::FlavorMismatch {
+            found: flavor_name(geo.flavor),
+            expected: flavor_name(want.flavor),
+        });
+    }
+    let same_type = geo.kind == want.kind
+        && snap.type_fingerprint == want.fingerprint
+        && geo.msg_align as u64 == want.msg_align
+        && if want.kind == KIND_BYTES {
+            // A byte receiver accepts any limit; a sender needs one that fits its use,
+            // which it checks per message.
+            true
+        } else {
+            geo.msg_size as u64 == want.msg_size
+        };
+    if !same_type {
+        return Err(OpenError::TypeMismatch {
+            found: describe(
+                geo.kind,
+                geo.msg_size as u64,
+                geo.msg_align as u64,
+                snap.type_fingerprint,
+                "another type",
+            ),
+            expected: describe(
+                want.kind,
+                want.msg_size,
+                want.msg_align,
+                want.fingerprint,
+                want.type_name,
+            ),
+        });
+    }
+    if let Some(c) = opts.capacity {
+        if c != geo.capacity {
+            return Err(OpenError::CapacityMismatch {
+                found: geo.capacity,
+                expected: c,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Waiting for "not empty" / "not full": spin, then sleep on a futex word, without
+//! lost wake-ups.
+//!
+//! # The protocol
+//!
+//! A waiter (say a receiver on an empty ring):
+//! 1. spins for a while, re-trying the operation;
+//! 2. `sleepers.fetch_add(1)`, then `fence(SeqCst)` (**fence W**);
+//! 3. reads the futex `word`, re-tries the operation once more;
+//! 4. `futex_wait(word, seen)`; after waking, `sleepers.fetch_sub(1)` and go to 2.
+//!
+//! A waker (a sender that just published):
+//! 1. publishes (the slot's sequence word, Release);
+//! 2. `fence(SeqCst)` (**fence P**);
+//! 3. if `sleepers.load() > 0`: `word.fetch_add(1)` and `futex_wake(word)`.
+//!
+//! Fences W and P form a Dekker pair: in the single total order of SeqCst fences, if W
+//! comes first the waker's load of `sleepers` sees the increment and wakes; if P comes
+//! first the waiter's re-try sees the publication. Without them both sides could read
+//! the old value (store buffering) and the waiter would sleep on a message that is
+//! already there. The futex itself closes the last gap: `futex_wait` sleeps only if the
+//! word still holds `seen`, so a bump between step 3 and step 4 makes it return at once.
+
+use crate::futex::{self, Woke};
+use crate::layout::WaitWord;
+use crate::sync::{Ordering, fence, spin_hint};
+use std::time::{Duration, Instant};
+
+/// How a blocked `send`/`recv` waits for the other side.
+///
+/// ```
+/// use shmchan::WaitStrategy;
+/// use std::time::Duration;
+/// let s = WaitStrategy::SpinThenPark { spin: Duration::from_micros(20) };
+/// assert_ne!(s, WaitStrategy::default());
+/// assert_eq!(WaitStrategy::default(), WaitStrategy::SpinThenPark { spin: Duration::from_micros(50) });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Never sleep: poll until the operation succeeds. Lowest latency, one core at 100 %.
+    BusySpin,
+    /// Poll for `spin`, then sleep on the futex until woken (the default, with 50 µs):
+    /// no syscall while messages keep coming, no CPU once idle.
+    SpinThenPark {
+        /// How long to poll before sleeping.
+        spin: Duration,
+    },
+    /// Sleep on the futex at once, after a handful of re-tries. Least CPU, each wait
+    /// pays a wake-up (tens of microseconds across cores).
+    Block,
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::SpinThenPark {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+impl WaitStrategy {
+    fn spin_budget(&self) -> Option<Duration> {
+        match *self {
+            WaitStrategy::BusySpin => None,
+            WaitStrategy::SpinThenPark { spin } => Some(spin),
+            WaitStrategy::Block => Some(Duration::ZERO),
+        }
+    }
+}
+
+/// Outcome of one attempt inside a blocking loop.
+pub(crate) enum Attempt<R> {
+    /// Done (success or a terminal error such as disconnect).
+    Ready(R),
+    /// Not yet: wait and try again.
+    Pending,
+}
+
+/// Why a blocking loop gave up.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TimedOut;
+
+/// Wakes waiters on `w` if any announced themselves. Call right after publishing.
+///
+/// The `SeqCst` fence is fence P of the protocol above: it orders the caller's
+/// publication before the load of `sleepers`.
+#[inline]
+pub(crate) fn notify(w: &WaitWord) {
+    fence(Ordering::SeqCst);
+    // Relaxed is enough: the fence above already orders this load after the publication.
+    if w.sleepers.load(Ordering::Relaxed) > 0 {
+        notify_slow(w, 1);
+    }
+}
+
+/// Bumps the word and wakes up to `n` sleepers (all, for disconnect).
+#[cold]
+pub(crate) fn notify_slow(w: &WaitWord, n: u32) {
+    // Release: a waiter that reads the new value also sees what was published before.
+    w.word.fetch_add(1, Ordering::Release);
+    futex::wake(&w.word, n);
+}
+
+/// Wakes every waiter on `w` unconditionally (disconnect, attach).
+pub(crate) fn notify_all(w: &WaitWord) {
+    fence(Ordering::SeqCst);
+    notify_slow(w, u32::MAX);
+}
+
+/// Runs `attempt` until it is ready, waiting on `w` between tries.
+///
+/// `every_slice` runs at least every `slice` while waiting (also when busy-spinning):
+/// it is where the caller checks whether the peer is still alive, and it may end the
+/// wait by returning `Some`.
+#[cold]
+pub(crate) fn block_on<R>(
+    w: &WaitWord,
+    strategy: WaitStrategy,
+    deadline: Option<Instant>,
+    slice: Duration,
+    mut attempt: impl FnMut() -> Attempt<R>,
+    mut every_slice: impl FnMut() -> Option<R>,
+) -> Result<R, TimedOut> {
+    let start = Instant::now();
+    let mut next_slice = start + slice;
+    let spin_until = strategy.spin_budget().map(|b| start + b);
+
+    // Phase 1: poll.
+    let mut i: u32 = 0;
+    loop {
+        if let Attempt::Ready(r) = attempt() {
+            return Ok(r);
+        }
+        i = i.wrapping_add(1);
+        // Reading the clock costs ~20 ns; do it every 64 polls.
+        if i % 64 == 0 || cfg!(loom) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(TimedOut);
+            }
+            if now >= next_slice {
+                next_slice = now + slice;
+                if let Some(r) = every_slice() {
+                    return Ok(r);
+                }
+            }
+            if spin_until.is_some_and(|s| now >= s) {
+                break;
+            }
+        }
+        if i < 16 || spin_until.is_none() {
+            spin_hint();
+        } else {
+            spin_hint();
+            spin_hint();
+        }
+        if cfg!(loom) && i > 2 && spin_until.is_some() {
+            break;
+        }
+    }
+
+    // Phase 2: sleep on the futex word.
+    loop {
+        // Announce ourselves before the last look, so that a waker either sees us or we
+        // see its publication (fence W; see the module docs).
+        w.sleepers.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let seen = w.word.load(Ordering::Acquire);
+        if let Attempt::Ready(r) = attempt() {
+            w.sleepers.fetch_sub(1, Ordering::Relaxed);
+            return Ok(r);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            w.sleepers.fetch_sub(1, Ordering::Relaxed);
+            return Err(TimedOut);
+        }
+        let mut timeout = next_slice.saturating_duration_since(now);
+        if let Some(d) = deadline {
+            timeout = timeout.min(d.saturating_duration_since(now));
+        }
+        let woke = futex::wait(&w.word, seen, Some(timeout.max(Duration::from_micros(1))));
+        w.sleepers.fetch_sub(1, Ordering::Relaxed);
+        if matches!(woke, Woke::TimedOut) || Instant::now() >= next_slice {
+            next_slice = Instant::now() + slice;
+            if let Some(r) = every_slice() {
+                return Ok(r);
+            }
+        }
+    }
+}
