@@ -198,13 +198,19 @@ pub struct Receiver<T: Pod> {
 
 impl<T: Pod> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("end", &self.end).field("tail", &self.prod.tail()).finish()
+        f.debug_struct("Sender")
+            .field("end", &self.end)
+            .field("tail", &self.prod.tail())
+            .finish()
     }
 }
 
 impl<T: Pod> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver").field("end", &self.end).field("head", &self.cons.head()).finish()
+        f.debug_struct("Receiver")
+            .field("end", &self.end)
+            .field("head", &self.cons.head())
+            .finish()
     }
 }
 
@@ -251,7 +257,12 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn create(name: &str, capacity: usize) -> Result<Sender<T>, OpenError> {
-        Self::with_options(name, &Options::new().capacity(capacity).mode(CreateMode::CreateExclusive))
+        Self::with_options(
+            name,
+            &Options::new()
+                .capacity(capacity)
+                .mode(CreateMode::CreateExclusive),
+        )
     }
 
     /// Opens the existing channel `name` as its sender.
@@ -297,7 +308,8 @@ impl<T: Pod> Sender<T> {
         // SAFETY: the slot at `pos` is free (checked by the caller through `free`), only
         // this producer writes it until it is published, and the payload is size_of::<T>()
         // bytes aligned to align_of::<T>() (Geometry was computed from T and validated).
-        self.ring().write_payload(pos, |p| unsafe { p.cast::<T>().write(msg) });
+        self.ring()
+            .write_payload(pos, |p| unsafe { p.cast::<T>().write(msg) });
         self.prod.commit(1);
     }
 
@@ -432,7 +444,9 @@ impl<T: Pod> Sender<T> {
         for (i, m) in msgs[..n as usize].iter().enumerate() {
             // SAFETY: as in `write_and_commit`; slots start..start+n are free (n <= free).
             self.ring()
-                .write_payload(start.wrapping_add(i as u64), |p| unsafe { p.cast::<T>().write(*m) });
+                .write_payload(start.wrapping_add(i as u64), |p| unsafe {
+                    p.cast::<T>().write(*m)
+                });
         }
         self.prod.commit(n);
         Ok(n as usize)
@@ -502,7 +516,9 @@ impl<T: Pod> DerefMut for SendSlot<'_, T> {
 
 impl<T: Pod> fmt::Debug for SendSlot<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendSlot").field("pos", &self.tx.prod.tail()).finish()
+        f.debug_struct("SendSlot")
+            .field("pos", &self.tx.prod.tail())
+            .finish()
     }
 }
 
@@ -513,7 +529,12 @@ impl<T: Pod> Receiver<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn create(name: &str, capacity: usize) -> Result<Receiver<T>, OpenError> {
-        Self::with_options(name, &Options::new().capacity(capacity).mode(CreateMode::CreateExclusive))
+        Self::with_options(
+            name,
+            &Options::new()
+                .capacity(capacity)
+                .mode(CreateMode::CreateExclusive),
+        )
     }
 
     /// Opens the existing channel `name` as its receiver.
@@ -554,7 +575,9 @@ impl<T: Pod> Receiver<T> {
         // SAFETY: the slot at head is published (the caller saw its sequence word with
         // Acquire), inside the mapping and aligned for T; the producer does not write it
         // until we release it. T: Pod, so any bytes form a valid T.
-        let v = self.ring().read_payload(self.cons.head(), |p| unsafe { p.cast::<T>().read() });
+        let v = self
+            .ring()
+            .read_payload(self.cons.head(), |p| unsafe { p.cast::<T>().read() });
         self.cons.release(1);
         v
     }
@@ -573,14 +596,22 @@ impl<T: Pod> Receiver<T> {
 
     #[cold]
     fn empty_or_gone(&self, probe_now: bool) -> Result<T, TryRecvError> {
-        let gone = if probe_now { self.end.peer_gone(true) } else { self.end.peer_gone_rate_limited() };
+        let gone = if probe_now {
+            self.end.peer_gone(true)
+        } else {
+            self.end.peer_gone_rate_limited()
+        };
         // Look again after seeing the sender gone: it may have published a last message
         // just before leaving (its Release on the peer entry orders that publication
         // before our Acquire load of the entry).
         if self.cons.ready_at(0) {
             return Ok(self.take());
         }
-        Err(if gone { TryRecvError::Disconnected } else { TryRecvError::Empty })
+        Err(if gone {
+            TryRecvError::Disconnected
+        } else {
+            TryRecvError::Empty
+        })
     }
 
     /// Receives a message, waiting while the ring is empty.
@@ -605,7 +636,10 @@ impl<T: Pod> Receiver<T> {
     /// # Errors
     /// `Timeout`, or `Disconnected` once the sender is gone and the ring is drained.
     #[inline]
-    pub fn recv_deadline(&self, deadline: impl Into<Option<Instant>>) -> Result<T, RecvTimeoutError> {
+    pub fn recv_deadline(
+        &self,
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<T, RecvTimeoutError> {
         if self.cons.ready_at(0) {
             return Ok(self.take());
         }
@@ -633,7 +667,9 @@ impl<T: Pod> Receiver<T> {
         );
         match r {
             Ok(true) => Ok(self.take()),
-            Ok(false) => self.empty_or_gone(false).map_err(|_| RecvTimeoutError::Disconnected),
+            Ok(false) => self
+                .empty_or_gone(false)
+                .map_err(|_| RecvTimeoutError::Disconnected),
             Err(_) => Err(RecvTimeoutError::Timeout),
         }
     }
@@ -657,7 +693,9 @@ impl<T: Pod> Receiver<T> {
             // SAFETY: as in `take`: slots head..head+n are published (`ready`).
             *slot = self
                 .ring()
-                .read_payload(head.wrapping_add(i as u64), |p| unsafe { p.cast::<T>().read() });
+                .read_payload(head.wrapping_add(i as u64), |p| unsafe {
+                    p.cast::<T>().read()
+                });
         }
         self.cons.release(n);
         Ok(n as usize)
@@ -692,7 +730,11 @@ impl<T: Pod> Receiver<T> {
         if self.cons.ready_at(0) {
             return Ok(());
         }
-        Err(if gone { TryRecvError::Disconnected } else { TryRecvError::Empty })
+        Err(if gone {
+            TryRecvError::Disconnected
+        } else {
+            TryRecvError::Empty
+        })
     }
 
     /// A blocking iterator: yields messages until the sender is gone and the ring is
@@ -730,7 +772,9 @@ impl<T: Pod> Drop for RecvRef<'_, T> {
 
 impl<T: Pod> fmt::Debug for RecvRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecvRef").field("pos", &self.rx.cons.head()).finish()
+        f.debug_struct("RecvRef")
+            .field("pos", &self.rx.cons.head())
+            .finish()
     }
 }
 

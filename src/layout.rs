@@ -273,7 +273,9 @@ impl Geometry {
             return Err(OpenError::InvalidCapacity(capacity));
         }
         if msg_align == 0 || !msg_align.is_power_of_two() || msg_align > MAX_ALIGN as u64 {
-            return Err(OpenError::InvalidMessage("alignment must be a power of two up to 4096"));
+            return Err(OpenError::InvalidMessage(
+                "alignment must be a power of two up to 4096",
+            ));
         }
         // The slot starts with the sequence word (u32 for SPSC, u64 for MPMC); byte
         // messages add a u32 length after it.
@@ -284,7 +286,9 @@ impl Geometry {
         };
         let align = align.max(msg_align);
         let payload_offset = round_up(prefix, msg_align.max(1)).ok_or(OpenError::TooLarge)?;
-        let raw = payload_offset.checked_add(msg_size).ok_or(OpenError::TooLarge)?;
+        let raw = payload_offset
+            .checked_add(msg_size)
+            .ok_or(OpenError::TooLarge)?;
         let slot_size = round_up(raw, align).ok_or(OpenError::TooLarge)?;
         if slot_size > MAX_SLOT_SIZE || msg_size > u32::MAX as u64 {
             return Err(OpenError::TooLarge);
@@ -420,9 +424,6 @@ pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
     }
     h
 }
-
-/// Fingerprint stored for byte channels.
-pub(crate) const BYTES_FINGERPRINT: u64 = fnv1a(b"shmchan::bytes");
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,7 @@
 mod channel;
 mod error;
 mod futex;
+mod inspect;
 mod layout;
 mod options;
 mod peers;
@@ -57,6 +58,7 @@ pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLong, TryRecvError,
     TrySendError,
 };
+pub use inspect::{ChannelInfo, PeerInfo, inspect, list};
 pub use options::{CreateMode, Options};
 pub use wait::WaitStrategy;
 

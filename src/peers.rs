@@ -141,7 +141,9 @@ pub(crate) fn claim(
     let pid = my_pid();
     let start = proc_stat(pid).map(|s| s.1).unwrap_or(0);
     // Relaxed: the counter only has to hand out distinct values.
-    let mut generation = generation_source.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    let mut generation = generation_source
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(1);
     if generation == 0 {
         generation = 1;
     }
@@ -163,10 +165,7 @@ pub(crate) fn claim(
         {
             let stamp = ((generation as u64) & 0xFF_FFFF) << 40 | (start & START_MASK);
             entry.stamp.store(stamp, Ordering::Release);
-            return Ok(Claim {
-                index,
-                state: mine,
-            });
+            return Ok(Claim { index, state: mine });
         }
     }
 }
@@ -175,9 +174,10 @@ pub(crate) fn claim(
 /// happens if we were judged dead).
 pub(crate) fn release(entry: &PeerEntry, claim: Claim) {
     // Release: everything we published is visible to whoever sees the entry vacated.
-    let _ = entry
-        .state
-        .compare_exchange(claim.state, VACATED, Ordering::Release, Ordering::Relaxed);
+    let _ =
+        entry
+            .state
+            .compare_exchange(claim.state, VACATED, Ordering::Release, Ordering::Relaxed);
 }
 
 /// Whether the holder of `entry` is known to be gone; vacates the entry if its holder
@@ -189,12 +189,9 @@ pub(crate) fn check(entry: &PeerEntry, probe_liveness: bool) -> EntryState {
         if probe_liveness && !holder_alive(cur, entry.stamp.load(Ordering::Acquire)) {
             // Whoever wins this CAS reports the death; a lost CAS means the entry changed
             // (released or re-claimed), so look again next time.
-            let _ = entry.state.compare_exchange(
-                cur,
-                VACATED,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ = entry
+                .state
+                .compare_exchange(cur, VACATED, Ordering::AcqRel, Ordering::Relaxed);
             return decode(entry.state.load(Ordering::Acquire));
         }
     }
@@ -248,11 +245,13 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         let e = entry();
-        e.state.store(encode(pid, Role::Sender, 3), Ordering::SeqCst);
+        e.state
+            .store(encode(pid, Role::Sender, 3), Ordering::SeqCst);
         assert_eq!(check(&e, false), decode(encode(pid, Role::Sender, 3)));
         assert_eq!(check(&e, true), EntryState::Vacated);
         let g = AtomicU32::new(0);
-        e.state.store(encode(pid, Role::Sender, 3), Ordering::SeqCst);
+        e.state
+            .store(encode(pid, Role::Sender, 3), Ordering::SeqCst);
         assert!(claim(&e, 0, Role::Sender, &g).is_ok());
     }
 

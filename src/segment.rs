@@ -84,7 +84,8 @@ impl Segment {
             e
         };
         // shm_open applies the umask; set the mode we were asked for exactly.
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| undo(OpenError::Io(e.into())))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .map_err(|e| undo(OpenError::Io(e.into())))?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| undo(OpenError::Io(e.into())))?;
         let map = map(fd, len).map_err(undo)?;
         Ok(Segment {
@@ -95,7 +96,8 @@ impl Segment {
 
     /// Opens `/name` read-write. The caller checks the size with [`stat`] first.
     pub fn open_fd(path: &str, name: &str) -> Result<OwnedFd, OpenError> {
-        shm::open(path, shm::OFlags::RDWR, Mode::empty()).map_err(|e| OpenError::from_errno(e, name))
+        shm::open(path, shm::OFlags::RDWR, Mode::empty())
+            .map_err(|e| OpenError::from_errno(e, name))
     }
 
     /// Opens `/name` read-only (for inspection).
@@ -125,12 +127,6 @@ impl Segment {
     #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
-    }
-
-    /// Length of the mapping.
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.map.len()
     }
 
     /// Stops this handle from removing the name on drop.

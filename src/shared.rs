@@ -32,8 +32,6 @@ pub(crate) struct Wanted {
 pub(crate) struct Shared {
     pub seg: Segment,
     pub geo: Geometry,
-    /// Whether this handle created the segment.
-    pub created: bool,
 }
 
 fn flavor_name(f: u32) -> &'static str {
@@ -77,14 +75,22 @@ impl Shared {
     }
 
     fn create(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
-        let capacity = opts
-            .capacity
-            .ok_or(OpenError::InvalidOption("a capacity is needed to create a channel"))?;
+        let capacity = opts.capacity.ok_or(OpenError::InvalidOption(
+            "a capacity is needed to create a channel",
+        ))?;
         let max_peers = opts.max_peers;
         if max_peers < 2 || max_peers as usize > MAX_PEERS {
-            return Err(OpenError::InvalidOption("max_peers must be between 2 and 192"));
+            return Err(OpenError::InvalidOption(
+                "max_peers must be between 2 and 192",
+            ));
         }
-        let geo = Geometry::new(want.flavor, want.kind, capacity, want.msg_size, want.msg_align)?;
+        let geo = Geometry::new(
+            want.flavor,
+            want.kind,
+            capacity,
+            want.msg_size,
+            want.msg_align,
+        )?;
         let seg = Segment::create(path, name, geo.total_len, opts.permissions)?;
         let hdr = seg.as_ptr() as *mut Header;
         let created_at = SystemTime::now()
@@ -98,7 +104,8 @@ impl Shared {
             let c = &raw mut (*hdr).config;
             // The pid first, so an opener can tell whether an unfinished header's
             // creator is still alive.
-            (*c).creator_pid.store(crate::peers::my_pid(), Ordering::Relaxed);
+            (*c).creator_pid
+                .store(crate::peers::my_pid(), Ordering::Relaxed);
             (&raw mut (*c).magic).write(layout::MAGIC);
             (&raw mut (*c).layout_version).write(layout::LAYOUT_VERSION);
             (&raw mut (*c).flavor).write(geo.flavor);
@@ -120,11 +127,7 @@ impl Shared {
         if opts.keep {
             seg.keep();
         }
-        Ok(Shared {
-            seg,
-            geo,
-            created: true,
-        })
+        Ok(Shared { seg, geo })
     }
 
     fn open(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
@@ -202,11 +205,7 @@ impl Shared {
             });
         }
         check_wanted(&snap, &geo, opts, want)?;
-        Ok(Shared {
-            seg,
-            geo,
-            created: false,
-        })
+        Ok(Shared { seg, geo })
     }
 
     /// The header.

@@ -189,7 +189,9 @@ impl Producer {
             // producer never made) or garbage: continue from head.
             head
         };
-        while pos.wrapping_sub(head) < cap && ring.seq(pos).load(Ordering::Acquire) == (pos.wrapping_add(1)) as u32 {
+        while pos.wrapping_sub(head) < cap
+            && ring.seq(pos).load(Ordering::Acquire) == (pos.wrapping_add(1)) as u32
+        {
             pos = pos.wrapping_add(1);
         }
         // Release: publishes the recovered tail to `len()` readers.
@@ -237,7 +239,9 @@ impl Producer {
         for pos in start..start.wrapping_add(n) {
             // Release pairs with the consumer's Acquire load of the sequence word: the
             // payload written before is visible once the word is.
-            self.ring.seq(pos).store(pos.wrapping_add(1) as u32, Ordering::Release);
+            self.ring
+                .seq(pos)
+                .store(pos.wrapping_add(1) as u32, Ordering::Release);
         }
         let tail = start.wrapping_add(n);
         self.tail.set(tail);
@@ -342,13 +346,26 @@ pub(crate) mod heap {
             let (ctl, slots) = {
                 use crate::layout::{PosLine, WaitLine, WaitWord};
                 use crate::sync::AtomicU64;
-                let pos = || PosLine { pos: AtomicU64::new(0) };
-                let wl = || WaitLine {
-                    w: WaitWord { word: AtomicU32::new(0), sleepers: AtomicU32::new(0) },
+                let pos = || PosLine {
+                    pos: AtomicU64::new(0),
                 };
-                let ctl = Box::new(RingCtl { tail: pos(), head: pos(), not_empty: wl(), not_full: wl() });
+                let wl = || WaitLine {
+                    w: WaitWord {
+                        word: AtomicU32::new(0),
+                        sleepers: AtomicU32::new(0),
+                    },
+                };
+                let ctl = Box::new(RingCtl {
+                    tail: pos(),
+                    head: pos(),
+                    not_empty: wl(),
+                    not_full: wl(),
+                });
                 let slots = (0..capacity)
-                    .map(|_| LoomSlot { seq: AtomicU32::new(0), data: loom::cell::UnsafeCell::new(0) })
+                    .map(|_| LoomSlot {
+                        seq: AtomicU32::new(0),
+                        data: loom::cell::UnsafeCell::new(0),
+                    })
                     .collect();
                 (ctl, slots)
             };
@@ -372,7 +389,8 @@ pub(crate) mod heap {
         let pos = p.tail();
         // SAFETY: the slot at tail is free (free() >= 1) and only we write it; the
         // payload is 8 bytes at an 8-aligned offset.
-        p.ring().write_payload(pos, |ptr| unsafe { ptr.cast::<u64>().write(v) });
+        p.ring()
+            .write_payload(pos, |ptr| unsafe { ptr.cast::<u64>().write(v) });
         p.commit(1);
         true
     }
@@ -384,7 +402,9 @@ pub(crate) mod heap {
         }
         // SAFETY: the slot is published for head (Acquire above), 8 bytes at an
         // 8-aligned offset; the producer does not touch it until we release it.
-        let v = c.ring().read_payload(c.head(), |ptr| unsafe { ptr.cast::<u64>().read() });
+        let v = c
+            .ring()
+            .read_payload(c.head(), |ptr| unsafe { ptr.cast::<u64>().read() });
         c.release(1);
         Some(v)
     }
@@ -431,14 +451,23 @@ mod tests {
         assert_eq!(p2.tail(), 2);
         assert!(push(&p2, 3));
         let c = Consumer::attach(h.ring());
-        assert_eq!((pop(&c), pop(&c), pop(&c), pop(&c)), (Some(1), Some(2), Some(3), None));
+        assert_eq!(
+            (pop(&c), pop(&c), pop(&c), pop(&c)),
+            (Some(1), Some(2), Some(3), None)
+        );
     }
 
     #[test]
     fn garbage_positions_never_escape_the_ring() {
         let h = HeapRing::new(4);
         let ring = h.ring();
-        for (head, tail) in [(u64::MAX, 0), (0, u64::MAX), (12345, 7), (7, 7 + 4), (1 << 63, 3)] {
+        for (head, tail) in [
+            (u64::MAX, 0),
+            (0, u64::MAX),
+            (12345, 7),
+            (7, 7 + 4),
+            (1 << 63, 3),
+        ] {
             ring.ctl().head.pos.store(head, Ordering::SeqCst);
             ring.ctl().tail.pos.store(tail, Ordering::SeqCst);
             let p = Producer::attach(ring);

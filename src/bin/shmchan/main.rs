@@ -1,0 +1,2 @@
+//! The `shmchan` command-line tool (work in progress: see `cli.rs`).
+fn main() {}

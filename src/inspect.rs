@@ -1,0 +1,202 @@
+//! Read-only inspection of segments, for `shmchan ls` / `shmchan stat` and monitoring.
+
+use crate::error::OpenError;
+use crate::layout::{
+    ConfigSnapshot, FLAVOR_SPSC, HEADER_SIZE, Header, INIT_READY, KIND_BYTES, MAX_PEERS,
+};
+use crate::peers::{self, EntryState};
+use crate::segment::{self, Segment};
+use crate::sync::Ordering;
+use std::time::{Duration, SystemTime};
+
+/// A process attached to a channel, as its peer table says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Index in the peer table.
+    pub index: usize,
+    /// Process id.
+    pub pid: u32,
+    /// `"sender"` or `"receiver"`.
+    pub role: &'static str,
+    /// Attach generation.
+    pub generation: u32,
+    /// Whether the process is alive now.
+    pub alive: bool,
+}
+
+/// What a channel's header says, read without attaching.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChannelInfo {
+    /// The channel's name (without the leading `/`).
+    pub name: String,
+    /// `"spsc"` or `"mpmc"`.
+    pub flavor: &'static str,
+    /// `"typed"` or `"bytes"`.
+    pub kind: &'static str,
+    /// Slots.
+    pub capacity: u64,
+    /// Bytes per slot.
+    pub slot_size: u64,
+    /// Message size (or the largest byte message).
+    pub msg_size: u32,
+    /// Message alignment.
+    pub msg_align: u32,
+    /// Fingerprint of the message type.
+    pub type_fingerprint: u64,
+    /// Size of the object in bytes.
+    pub size_bytes: u64,
+    /// Producer position.
+    pub tail: u64,
+    /// Consumer position.
+    pub head: u64,
+    /// Pid of the creator.
+    pub creator_pid: u32,
+    /// Uid of the creator.
+    pub creator_uid: u32,
+    /// When the channel was created.
+    pub created_at: SystemTime,
+    /// Attached processes.
+    pub peers: Vec<PeerInfo>,
+    /// Receivers asleep on "not empty" now.
+    pub sleeping_receivers: u32,
+    /// Senders asleep on "not full" now.
+    pub sleeping_senders: u32,
+    /// How often a sender attached since creation.
+    pub sender_attaches: u32,
+    /// How often a receiver attached since creation.
+    pub receiver_attaches: u32,
+}
+
+impl ChannelInfo {
+    /// Messages in the ring (`tail - head`, clamped to the capacity).
+    pub fn len(&self) -> u64 {
+        self.tail.wrapping_sub(self.head).min(self.capacity)
+    }
+
+    /// Whether the ring is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads the header of channel `name` without attaching to it (read-only mapping).
+///
+/// # Errors
+/// `NotFound`, `BadMagic`, `Truncated`, `VersionMismatch`, `Corrupt`, `InitTimeout` (the
+/// header is not finished), …
+///
+/// ```
+/// # let name = format!("doc-inspect-{}", std::process::id());
+/// let tx = shmchan::Sender::<u32>::create(&name, 16)?;
+/// tx.send(5)?;
+/// let info = shmchan::inspect(&name)?;
+/// assert_eq!((info.flavor, info.capacity, info.len()), ("spsc", 16, 1));
+/// assert_eq!(info.peers.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
+    let path = segment::shm_path(name)?;
+    let fd = Segment::open_fd_readonly(&path, name)?;
+    let size = segment::stat(&fd)?.size;
+    if size < HEADER_SIZE as u64 {
+        return Err(OpenError::Truncated {
+            actual: size,
+            expected: HEADER_SIZE as u64,
+        });
+    }
+    // Only the header page is mapped: nothing past it is read.
+    let map = Segment::map_fd_readonly(fd, HEADER_SIZE)?;
+    let hdr = map.as_ptr() as *const Header;
+    // SAFETY: the mapping is HEADER_SIZE bytes, page aligned, and lives until the end
+    // of this function; the header's fields are integers and atomics.
+    let (snap, h) = unsafe { (ConfigSnapshot::read(hdr), &*hdr) };
+    if snap.magic != crate::layout::MAGIC {
+        return Err(OpenError::BadMagic);
+    }
+    if h.config.init_state.load(Ordering::Acquire) != INIT_READY {
+        return Err(OpenError::InitTimeout);
+    }
+    let geo = snap.geometry()?;
+    if geo.total_len as u64 != size {
+        return Err(OpenError::Truncated {
+            actual: size,
+            expected: geo.total_len as u64,
+        });
+    }
+    let mut peer_list = Vec::new();
+    for (index, e) in h
+        .peers
+        .iter()
+        .enumerate()
+        .take(snap.max_peers.min(MAX_PEERS as u32) as usize)
+    {
+        let state = e.state.load(Ordering::Acquire);
+        if let EntryState::Held(holder) = peers::decode(state) {
+            peer_list.push(PeerInfo {
+                index,
+                pid: holder.pid,
+                role: if holder.role == 0 {
+                    "sender"
+                } else {
+                    "receiver"
+                },
+                generation: holder.generation,
+                alive: peers::holder_alive(state, e.stamp.load(Ordering::Acquire)),
+            });
+        }
+    }
+    Ok(ChannelInfo {
+        name: path[1..].to_owned(),
+        flavor: if geo.flavor == FLAVOR_SPSC {
+            "spsc"
+        } else {
+            "mpmc"
+        },
+        kind: if geo.kind == KIND_BYTES {
+            "bytes"
+        } else {
+            "typed"
+        },
+        capacity: geo.capacity,
+        slot_size: geo.slot_size as u64,
+        msg_size: snap.msg_size,
+        msg_align: snap.msg_align,
+        type_fingerprint: snap.type_fingerprint,
+        size_bytes: size,
+        tail: h.ring.tail.pos.load(Ordering::Relaxed),
+        head: h.ring.head.pos.load(Ordering::Relaxed),
+        creator_pid: snap.creator_pid,
+        creator_uid: snap.creator_uid,
+        created_at: SystemTime::UNIX_EPOCH + Duration::from_nanos(snap.created_at_ns),
+        peers: peer_list,
+        sleeping_receivers: h.ring.not_empty.w.sleepers.load(Ordering::Relaxed),
+        sleeping_senders: h.ring.not_full.w.sleepers.load(Ordering::Relaxed),
+        sender_attaches: h.attach.sender_attaches.load(Ordering::Relaxed),
+        receiver_attaches: h.attach.receiver_attaches.load(Ordering::Relaxed),
+    })
+}
+
+/// Names of all objects in `/dev/shm` whose first bytes are the shmchan magic.
+///
+/// # Errors
+/// An I/O error reading `/dev/shm`.
+pub fn list() -> std::io::Result<Vec<String>> {
+    use std::io::Read;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(mut f) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        let mut magic = [0u8; 8];
+        if f.read_exact(&mut magic).is_ok() && magic == crate::layout::MAGIC {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
