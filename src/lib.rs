@@ -37,27 +37,39 @@
 //!   (A same-uid process can still shrink the object, which raises `SIGBUS`; see the
 //!   README's trust boundary.)
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 #![warn(missing_docs, missing_debug_implementations)]
 
+// Under `cfg(loom)` only the parts that run over heap memory are built: the rings, the
+// wait protocol and the futex model.
+#[cfg(not(loom))]
 mod channel;
 mod error;
 mod futex;
+#[cfg(not(loom))]
 mod inspect;
 mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod options;
+#[cfg(not(loom))]
 mod peers;
+#[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
 mod shared;
 mod spsc;
 mod sync;
 mod wait;
 
 pub use bytemuck::{Pod, Zeroable};
+#[cfg(not(loom))]
 pub use channel::{IntoIter, Iter, Receiver, RecvRef, SendSlot, Sender, TryIter};
 pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLong, TryRecvError,
     TrySendError,
 };
+#[cfg(not(loom))]
 pub use inspect::{ChannelInfo, PeerInfo, inspect, list};
 pub use options::{CreateMode, Options};
 pub use wait::WaitStrategy;
@@ -79,6 +91,7 @@ pub use wait::WaitStrategy;
 /// assert!(matches!(shmchan::remove(&name), Err(shmchan::OpenError::NotFound(_))));
 /// # Ok::<(), shmchan::OpenError>(())
 /// ```
+#[cfg(not(loom))]
 pub fn remove(name: &str) -> Result<(), OpenError> {
     segment::unlink(name)
 }
