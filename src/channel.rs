@@ -472,14 +472,36 @@ impl<T: Pod> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_loan(&mut self) -> Result<SendSlot<'_, T>, TrySendError<()>> {
+        self.try_loan_inner()?;
+        let ptr = self.ring().payload(self.prod.tail()).cast::<T>();
+        Ok(SendSlot { tx: self, ptr })
+    }
+
+    /// Like [`try_loan`](Self::try_loan), but waits while the ring is full.
+    ///
+    /// # Errors
+    /// `Disconnected(())` if the receiver is gone (also while waiting).
+    pub fn loan(&mut self) -> Result<SendSlot<'_, T>, SendError<()>> {
+        match self.try_loan_inner() {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(())) => return Err(SendError::Disconnected(())),
+            Err(TrySendError::Full(())) => match self.wait_for_room(None) {
+                Ok(true) => {}
+                _ => return Err(SendError::Disconnected(())),
+            },
+        }
+        let ptr = self.ring().payload(self.prod.tail()).cast::<T>();
+        Ok(SendSlot { tx: self, ptr })
+    }
+
+    fn try_loan_inner(&self) -> Result<(), TrySendError<()>> {
         if self.end.peer_gone(false) {
             return Err(TrySendError::Disconnected(()));
         }
         if self.prod.free(1) == 0 {
             return Err(self.full_or_gone(()));
         }
-        let ptr = self.ring().payload(self.prod.tail()).cast::<T>();
-        Ok(SendSlot { tx: self, ptr })
+        Ok(())
     }
 }
 
@@ -648,8 +670,20 @@ impl<T: Pod> Receiver<T> {
 
     #[cold]
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        match self.wait_for_message(deadline) {
+            Ok(true) => Ok(self.take()),
+            Ok(false) => self
+                .empty_or_gone(false)
+                .map_err(|_| RecvTimeoutError::Disconnected),
+            Err(_) => Err(RecvTimeoutError::Timeout),
+        }
+    }
+
+    /// Waits until a message is there (`true`) or the sender is gone (`false`).
+    #[cold]
+    fn wait_for_message(&self, deadline: Option<Instant>) -> Result<bool, wait::TimedOut> {
         let w: &WaitWord = &self.ring().ctl().not_empty.w;
-        let r = wait::block_on(
+        wait::block_on(
             w,
             self.end.wait,
             deadline,
@@ -664,14 +698,7 @@ impl<T: Pod> Receiver<T> {
                 }
             },
             || self.end.peer_gone(true).then_some(false),
-        );
-        match r {
-            Ok(true) => Ok(self.take()),
-            Ok(false) => self
-                .empty_or_gone(false)
-                .map_err(|_| RecvTimeoutError::Disconnected),
-            Err(_) => Err(RecvTimeoutError::Timeout),
-        }
+        )
     }
 
     /// Receives up to `out.len()` messages that are there now, in order, releasing
@@ -720,6 +747,18 @@ impl<T: Pod> Receiver<T> {
     pub fn try_recv_ref(&mut self) -> Result<RecvRef<'_, T>, TryRecvError> {
         if !self.cons.ready_at(0) {
             self.empty_or_gone_no_take()?;
+        }
+        let ptr = self.ring().payload(self.cons.head()).cast::<T>();
+        Ok(RecvRef { rx: self, ptr })
+    }
+
+    /// Like [`try_recv_ref`](Self::try_recv_ref), but waits while the ring is empty.
+    ///
+    /// # Errors
+    /// `RecvError` once the sender is gone and the ring is drained.
+    pub fn recv_ref(&mut self) -> Result<RecvRef<'_, T>, RecvError> {
+        if !self.cons.ready_at(0) && !self.wait_for_message(None).map_err(|_| RecvError)? {
+            self.empty_or_gone_no_take().map_err(|_| RecvError)?;
         }
         let ptr = self.ring().payload(self.cons.head()).cast::<T>();
         Ok(RecvRef { rx: self, ptr })

@@ -30,7 +30,13 @@ fn send(p: &Producer, v: u64, strategy: WaitStrategy) {
             strategy,
             None,
             NEVER,
-            || if p.free(1) > 0 { Attempt::Ready(()) } else { Attempt::Pending },
+            || {
+                if p.free(1) > 0 {
+                    Attempt::Ready(())
+                } else {
+                    Attempt::Pending
+                }
+            },
             || None,
         )
         .expect("no deadline");
@@ -159,7 +165,9 @@ fn loom_ping_pong_both_directions_sleep() {
         let a = Arc::new(HeapRing::new(1));
         let b = Arc::new(HeapRing::new(1));
         let (a2, b2) = (a.clone(), b.clone());
-        let spin = WaitStrategy::SpinThenPark { spin: Duration::ZERO };
+        let spin = WaitStrategy::SpinThenPark {
+            spin: Duration::ZERO,
+        };
         let t = thread::spawn(move || {
             let rx = Consumer::attach(a2.ring());
             let tx = Producer::attach(b2.ring());

@@ -1,0 +1,774 @@
+//! `shmchan bench`: round trips, streaming throughput and idle wake-ups between two
+//! processes pinned to different cores, each reported as a ratio to a floor probe
+//! (and to pipe / Unix socket / futex baselines) measured in the same run.
+
+use crate::baselines::{self, RttSamples};
+use crate::svg;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use shmchan::{CreateMode, Options, Receiver, Sender, WaitStrategy};
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+const CHILD_ENV: &str = "SHMCHAN_BENCH_CHILD";
+/// First word of the message that ends a stream.
+const END: u64 = u64::MAX;
+/// Floor probes taken before and after each measurement.
+const FLOOR_ITERS: usize = 5000;
+/// Probes that disagree by more than this make the measurement repeat (then flag).
+const FLOOR_TOLERANCE: f64 = 1.2;
+
+/// Arguments of `shmchan bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Message sizes in bytes: 8, 16, 32, ... 65536 (powers of two from 8).
+    #[arg(long, value_delimiter = ',', default_value = "8,64,1024,65536")]
+    sizes: Vec<usize>,
+    /// Wait strategies for round trips: busy, spin (the default strategy), block.
+    #[arg(long, value_delimiter = ',', default_value = "busy,spin")]
+    modes: Vec<String>,
+    /// What to run: rtt, stream, idle, baselines.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rtt,stream,idle,baselines"
+    )]
+    only: Vec<String>,
+    /// Timed round trips per measurement (a tenth for 64 KiB messages).
+    #[arg(long, default_value_t = 20_000)]
+    iters: usize,
+    /// Messages per streaming run (default: 256 MiB worth, 10 thousand to 4 million).
+    #[arg(long)]
+    stream_msgs: Option<usize>,
+    /// Print JSON (stable keys) instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write the round-trip latency CDFs to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// One measured line.
+#[derive(Debug, Clone, Default)]
+struct Record {
+    bench: &'static str,
+    size: usize,
+    mode: String,
+    floor_before: u64,
+    floor_after: u64,
+    /// Sorted round-trip samples (ns), if a latency measurement.
+    samples: Vec<u64>,
+    msgs_per_s: Option<f64>,
+    gb_per_s: Option<f64>,
+    cpu_ns_per_msg: Option<f64>,
+    idle_cpu_pct: Option<f64>,
+    flag: Option<String>,
+}
+
+impl Record {
+    fn floor(&self) -> u64 {
+        (self.floor_before + self.floor_after) / 2
+    }
+
+    fn hist(&self) -> Option<Histogram<u64>> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        // 1 ns to 60 s at 3 significant digits.
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).ok()?;
+        for &s in &self.samples {
+            h.saturating_record(s.max(1));
+        }
+        Some(h)
+    }
+
+    fn json(&self) -> Value {
+        let mut v = json!({
+            "bench": self.bench,
+            "size": self.size,
+            "mode": self.mode,
+            "floor_ns": self.floor(),
+            "floor_before_ns": self.floor_before,
+            "floor_after_ns": self.floor_after,
+        });
+        if let Some(h) = self.hist() {
+            let q = |x: f64| h.value_at_quantile(x);
+            v["p50_ns"] = json!(q(0.5));
+            v["p90_ns"] = json!(q(0.9));
+            v["p99_ns"] = json!(q(0.99));
+            v["p999_ns"] = json!(q(0.999));
+            v["p9999_ns"] = json!(q(0.9999));
+            v["max_ns"] = json!(h.max());
+            v["samples"] = json!(h.len());
+            if self.floor() > 0 {
+                v["ratio_to_floor"] = json!(q(0.5) as f64 / self.floor() as f64);
+            }
+        }
+        for (k, x) in [
+            ("msgs_per_s", self.msgs_per_s),
+            ("gb_per_s", self.gb_per_s),
+            ("cpu_ns_per_msg", self.cpu_ns_per_msg),
+            ("idle_cpu_pct", self.idle_cpu_pct),
+        ] {
+            if let Some(x) = x {
+                v[k] = json!(x);
+            }
+        }
+        if let Some(f) = &self.flag {
+            v["flag"] = json!(f);
+        }
+        v
+    }
+}
+
+fn strategy(mode: &str) -> Result<WaitStrategy> {
+    Ok(match mode {
+        "busy" => WaitStrategy::BusySpin,
+        "spin" => WaitStrategy::default(),
+        "block" => WaitStrategy::Block,
+        m => return Err(format!("unknown mode {m:?}: busy, spin or block").into()),
+    })
+}
+
+/// CPU time a process has run, in ns (`/proc/PID/schedstat`, first field).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn checksum<const W: usize>(m: &[u64; W]) -> u64 {
+    m.iter().fold(0u64, |a, &w| a.wrapping_add(w))
+}
+
+/// Runs `f` with the message type `[u64; size / 8]`.
+macro_rules! with_words {
+    ($size:expr, $f:ident ( $($arg:expr),* )) => {
+        match $size {
+            8 => $f::<1>($($arg),*),
+            16 => $f::<2>($($arg),*),
+            32 => $f::<4>($($arg),*),
+            64 => $f::<8>($($arg),*),
+            128 => $f::<16>($($arg),*),
+            256 => $f::<32>($($arg),*),
+            512 => $f::<64>($($arg),*),
+            1024 => $f::<128>($($arg),*),
+            2048 => $f::<256>($($arg),*),
+            4096 => $f::<512>($($arg),*),
+            8192 => $f::<1024>($($arg),*),
+            16384 => $f::<2048>($($arg),*),
+            32768 => $f::<4096>($($arg),*),
+            65536 => $f::<8192>($($arg),*),
+            s => Err(format!("unsupported message size {s}: use a power of two from 8 to 65536").into()),
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// The child process
+// ---------------------------------------------------------------------------
+
+/// If this process is a benchmark child, runs its role and exits.
+pub fn maybe_run_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let r = (|| -> Result<()> {
+        let mut it = spec.splitn(4, ':');
+        let role = it.next().ok_or("role")?.to_owned();
+        let size: usize = it.next().ok_or("size")?.parse()?;
+        let mode = it.next().ok_or("mode")?.to_owned();
+        let base = it.next().ok_or("name")?.to_owned();
+        let _ = baselines::pin_to_cpu(1);
+        let wait = strategy(&mode)?;
+        match role.as_str() {
+            "echo" => with_words!(size, child_echo(&base, wait)),
+            "sink" => with_words!(size, child_sink(&base, wait)),
+            r => Err(format!("unknown role {r}").into()),
+        }
+    })();
+    match r {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("shmchan bench child: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// The child's two ends: it receives on `-a` and answers on `-b`.
+type ChildEnds<const W: usize> = (Receiver<[u64; W]>, Sender<[u64; W]>);
+
+fn child_ends<const W: usize>(base: &str, wait: WaitStrategy) -> Result<ChildEnds<W>> {
+    let opts = Options::new().wait_strategy(wait);
+    let rx = Receiver::with_options(&format!("{base}-a"), &opts)?;
+    let tx = Sender::with_options(&format!("{base}-b"), &opts)?;
+    Ok((rx, tx))
+}
+
+/// Echo: read every word of each message, answer with every word set to its checksum.
+fn child_echo<const W: usize>(base: &str, wait: WaitStrategy) -> Result<()> {
+    let (mut rx, mut tx) = child_ends::<W>(base, wait)?;
+    loop {
+        let sum = match rx.recv_ref() {
+            Ok(m) => checksum(&m),
+            Err(_) => return Ok(()),
+        };
+        let mut slot = tx.loan().map_err(|_| "parent went away")?;
+        slot.fill(sum);
+        slot.commit();
+    }
+}
+
+/// Sink: read every word of each message until the END marker, then answer with the
+/// checksum of everything.
+fn child_sink<const W: usize>(base: &str, wait: WaitStrategy) -> Result<()> {
+    let (mut rx, mut tx) = child_ends::<W>(base, wait)?;
+    let mut total = 0u64;
+    let mut buf = vec![[0u64; W]; if W <= 8 { 64 } else { 1 }];
+    loop {
+        if W <= 8 {
+            // Small messages: take whatever is there in one batch.
+            let n = match rx.try_recv_batch(&mut buf) {
+                Ok(n) => n,
+                Err(shmchan::TryRecvError::Empty) => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Err(_) => return Ok(()),
+            };
+            for m in &buf[..n] {
+                if m[0] == END {
+                    let mut slot = tx.loan().map_err(|_| "parent went away")?;
+                    slot.fill(total);
+                    slot.commit();
+                    total = 0;
+                } else {
+                    total = total.wrapping_add(checksum(m));
+                }
+            }
+        } else {
+            let (first, sum) = match rx.recv_ref() {
+                Ok(m) => (m[0], checksum(&m)),
+                Err(_) => return Ok(()),
+            };
+            if first == END {
+                let mut slot = tx.loan().map_err(|_| "parent went away")?;
+                slot.fill(total);
+                slot.commit();
+                total = 0;
+            } else {
+                total = total.wrapping_add(sum);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent side
+// ---------------------------------------------------------------------------
+
+/// The parent's ends of a fresh pair of channels, and the child serving them.
+struct Pair<const W: usize> {
+    tx: Sender<[u64; W]>,
+    rx: Receiver<[u64; W]>,
+    child: Option<Child>,
+}
+
+impl<const W: usize> Pair<W> {
+    fn start(role: &str, mode: &str, parent_wait: WaitStrategy) -> Result<Pair<W>> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = format!("shmchan-bench-{}-{n}", std::process::id());
+        let cap = if W <= 8 {
+            4096
+        } else if W <= 128 {
+            256
+        } else {
+            16
+        };
+        let opts = Options::new()
+            .capacity(cap)
+            .mode(CreateMode::CreateExclusive)
+            .wait_strategy(parent_wait);
+        let tx = Sender::with_options(&format!("{base}-a"), &opts)?;
+        let rx = Receiver::with_options(&format!("{base}-b"), &opts)?;
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .env(CHILD_ENV, format!("{role}:{}:{mode}:{base}", W * 8))
+            .stdin(Stdio::null())
+            .spawn()?;
+        Ok(Pair {
+            tx,
+            rx,
+            child: Some(child),
+        })
+    }
+
+    fn child_pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn send_fill(&mut self, v: u64) -> Result<()> {
+        let mut slot = self.tx.loan().map_err(|_| "child went away")?;
+        slot.fill(v);
+        slot.commit();
+        Ok(())
+    }
+
+    fn recv_sum(&mut self) -> Result<u64> {
+        let m = self.rx.recv_ref().map_err(|_| "child went away")?;
+        Ok(checksum(&m))
+    }
+}
+
+/// Drops the parent's ends (disconnecting the child) and reaps the child.
+fn finish_child<const W: usize>(mut pair: Pair<W>) -> Result<()> {
+    let child = pair.child.take();
+    drop(pair);
+    if let Some(mut c) = child {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait()? {
+                if !st.success() {
+                    return Err(format!("benchmark child failed: {st}").into());
+                }
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                let _ = c.wait();
+                return Err("benchmark child did not exit".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+impl<const W: usize> Drop for Pair<W> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rtt_iters(iters: usize, size: usize) -> usize {
+    if size >= 65536 {
+        (iters / 10).max(100)
+    } else {
+        iters
+    }
+}
+
+fn measure_rtt<const W: usize>(mode: &str, iters: usize) -> Result<Record> {
+    let wait = strategy(mode)?;
+    let mut pair = Pair::<W>::start("echo", mode, wait)?;
+    let iters = rtt_iters(iters, W * 8);
+    let warm = (iters / 10).max(200);
+    let mut samples = Vec::with_capacity(iters);
+    let (p0, c0) = (cpu_ns(std::process::id()), cpu_ns(pair.child_pid()));
+    for i in 0..(warm + iters) as u64 {
+        let t0 = Instant::now();
+        pair.send_fill(i)?;
+        let got = pair.recv_sum()?;
+        let dt = t0.elapsed().as_nanos() as u64;
+        let expect = i.wrapping_mul(W as u64).wrapping_mul(W as u64);
+        if got != expect {
+            return Err(format!("corrupt echo: checksum {got:#x}, expected {expect:#x}").into());
+        }
+        if i >= warm as u64 {
+            samples.push(dt);
+        }
+    }
+    let cpu = (cpu_ns(std::process::id()) - p0) + cpu_ns(pair.child_pid()).saturating_sub(c0);
+    finish_child(pair)?;
+    samples.sort_unstable();
+    Ok(Record {
+        bench: "rtt",
+        size: W * 8,
+        mode: mode.into(),
+        samples,
+        cpu_ns_per_msg: Some(cpu as f64 / (warm + iters) as f64 / 2.0),
+        ..Default::default()
+    })
+}
+
+fn stream_msgs(args: &BenchArgs, size: usize) -> usize {
+    args.stream_msgs
+        .unwrap_or(((256usize << 20) / size).clamp(10_000, 4_000_000))
+}
+
+fn measure_stream<const W: usize>(n: usize) -> Result<Record> {
+    // Streaming is about throughput: both sides poll.
+    let mut pair = Pair::<W>::start("sink", "busy", WaitStrategy::BusySpin)?;
+    // Warm up the child and the pages.
+    pair.send_fill(1)?;
+    pair.send_fill(END)?;
+    pair.recv_sum()?;
+    let (p0, c0) = (cpu_ns(std::process::id()), cpu_ns(pair.child_pid()));
+    let t0 = Instant::now();
+    let mut expect = 0u64;
+    if W <= 8 {
+        let mut batch = [[0u64; W]; 64];
+        let mut i = 0u64;
+        while i < n as u64 {
+            let k = (n as u64 - i).min(64) as usize;
+            for (j, m) in batch[..k].iter_mut().enumerate() {
+                m.fill(i + j as u64);
+            }
+            let mut sent = 0;
+            while sent < k {
+                match pair.tx.try_send_batch(&batch[sent..k]) {
+                    Ok(s) => sent += s,
+                    Err(shmchan::TrySendError::Full(())) => std::hint::spin_loop(),
+                    Err(_) => return Err("child went away".into()),
+                }
+            }
+            i += k as u64;
+        }
+    } else {
+        for i in 0..n as u64 {
+            pair.send_fill(i)?;
+        }
+    }
+    for i in 0..n as u64 {
+        expect = expect.wrapping_add(i.wrapping_mul(W as u64));
+    }
+    pair.send_fill(END)?;
+    let got = pair.recv_sum()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ns(std::process::id()) - p0) + cpu_ns(pair.child_pid()).saturating_sub(c0);
+    let expect = expect.wrapping_mul(W as u64);
+    if got != expect {
+        return Err(format!("stream checksum {got:#x}, expected {expect:#x}").into());
+    }
+    finish_child(pair)?;
+    Ok(Record {
+        bench: "stream",
+        size: W * 8,
+        mode: if W <= 8 {
+            "busy+batch".into()
+        } else {
+            "busy".into()
+        },
+        msgs_per_s: Some(n as f64 / secs),
+        gb_per_s: Some(n as f64 * (W * 8) as f64 / secs / 1e9),
+        cpu_ns_per_msg: Some(cpu as f64 / n as f64),
+        ..Default::default()
+    })
+}
+
+/// Idle wake-up: the child waits in `mode` (spin or block) for a message that comes
+/// after `gap`; the parent polls for the echo, so the figure is the child's wake-up.
+fn measure_idle<const W: usize>(mode: &str, gap: Duration, count: usize) -> Result<Record> {
+    let mut pair = Pair::<W>::start("echo", mode, WaitStrategy::BusySpin)?;
+    pair.send_fill(0)?;
+    pair.recv_sum()?;
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count as u64 {
+        std::thread::sleep(gap);
+        let t0 = Instant::now();
+        pair.send_fill(i)?;
+        pair.recv_sum()?;
+        samples.push(t0.elapsed().as_nanos() as u64);
+    }
+    // CPU the waiting child burns while idle (after its spin phase).
+    let c0 = cpu_ns(pair.child_pid());
+    let idle = Duration::from_millis(200);
+    std::thread::sleep(idle);
+    let idle_cpu = cpu_ns(pair.child_pid()).saturating_sub(c0);
+    finish_child(pair)?;
+    samples.sort_unstable();
+    Ok(Record {
+        bench: if gap >= Duration::from_millis(10) {
+            "idle10ms"
+        } else {
+            "idle1ms"
+        },
+        size: W * 8,
+        mode: mode.into(),
+        samples,
+        idle_cpu_pct: Some(idle_cpu as f64 / idle.as_nanos() as f64 * 100.0),
+        ..Default::default()
+    })
+}
+
+fn memcpy_gbps(size: usize) -> Record {
+    let src = vec![7u8; size];
+    let mut dst = vec![0u8; size];
+    let n = ((1usize << 30) / size).max(100);
+    let t0 = Instant::now();
+    for i in 0..n {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        dst[i % size] = 0;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Record {
+        bench: "memcpy",
+        size,
+        mode: "1 thread".into(),
+        msgs_per_s: Some(n as f64 / secs),
+        gb_per_s: Some(n as f64 * size as f64 / secs / 1e9),
+        ..Default::default()
+    }
+}
+
+fn baseline_record(bench: &'static str, size: usize, s: RttSamples) -> Record {
+    let mut samples = s.ns;
+    samples.sort_unstable();
+    Record {
+        bench,
+        size,
+        mode: "block".into(),
+        samples,
+        ..Default::default()
+    }
+}
+
+/// Runs `f` between two floor probes; repeats up to twice if the probes disagree by
+/// more than 20 %, then flags the line.
+fn with_floor(mut f: impl FnMut() -> Result<Record>) -> Result<Record> {
+    let mut last = None;
+    for _ in 0..3 {
+        let before = baselines::floor_probe(FLOOR_ITERS)?.median();
+        let mut r = f()?;
+        let after = baselines::floor_probe(FLOOR_ITERS)?.median();
+        r.floor_before = before;
+        r.floor_after = after;
+        let spread = before.max(after) as f64 / before.min(after).max(1) as f64;
+        if spread <= FLOOR_TOLERANCE {
+            return Ok(r);
+        }
+        r.flag = Some(format!("floor moved {before}->{after} ns"));
+        last = Some(r);
+    }
+    last.ok_or_else(|| "no measurement".into())
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    for m in &args.modes {
+        strategy(m)?;
+    }
+    let want = |what: &str| args.only.iter().any(|o| o == what);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+
+    // Plan the steps, for the progress bar.
+    let mut steps = 0u64;
+    if want("rtt") {
+        steps += (args.sizes.len() * args.modes.len()) as u64;
+    }
+    if want("stream") {
+        steps += args.sizes.len() as u64 * 2;
+    }
+    if want("idle") {
+        steps += 4;
+    }
+    if want("baselines") {
+        steps += args.sizes.len() as u64 * 2 + 1;
+    }
+    let pb = ProgressBar::new(steps);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    let mut recs: Vec<Record> = Vec::new();
+    if want("rtt") {
+        for &size in &args.sizes {
+            for mode in &args.modes {
+                pb.set_message(format!("round trip {size} B {mode}"));
+                recs.push(with_floor(|| {
+                    with_words!(size, measure_rtt(mode, args.iters))
+                })?);
+                pb.inc(1);
+            }
+        }
+    }
+    if want("baselines") {
+        for &size in &args.sizes {
+            let it = rtt_iters(args.iters, size);
+            pb.set_message(format!("pipe {size} B"));
+            recs.push(with_floor(|| {
+                Ok(baseline_record(
+                    "pipe",
+                    size,
+                    baselines::pipe_rtt(it, size)?,
+                ))
+            })?);
+            pb.inc(1);
+            pb.set_message(format!("unix socket {size} B"));
+            recs.push(with_floor(|| {
+                Ok(baseline_record(
+                    "unix",
+                    size,
+                    baselines::unix_socket_rtt(it, size)?,
+                ))
+            })?);
+            pb.inc(1);
+        }
+        pb.set_message("futex handoff");
+        recs.push(with_floor(|| {
+            Ok(baseline_record(
+                "futex",
+                0,
+                baselines::futex_rtt(args.iters.min(20_000))?,
+            ))
+        })?);
+        pb.inc(1);
+    }
+    if want("stream") {
+        for &size in &args.sizes {
+            pb.set_message(format!("stream {size} B"));
+            let n = stream_msgs(args, size);
+            recs.push(with_floor(|| with_words!(size, measure_stream(n)))?);
+            pb.inc(1);
+            if size >= 1024 {
+                recs.push(memcpy_gbps(size));
+            }
+            pb.inc(1);
+        }
+    }
+    if want("idle") {
+        for mode in ["spin", "block"] {
+            for (gap, count) in [
+                (Duration::from_millis(1), 300),
+                (Duration::from_millis(10), 60),
+            ] {
+                pb.set_message(format!("idle wake-up {mode} {gap:?}"));
+                recs.push(with_floor(|| measure_idle::<1>(mode, gap, count))?);
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+
+    if let Some(path) = &args.plot {
+        let series: Vec<(String, Vec<u64>)> = recs
+            .iter()
+            .filter(|r| !r.samples.is_empty())
+            .map(|r| {
+                (
+                    format!("{} {} B {}", r.bench, r.size, r.mode),
+                    r.samples.clone(),
+                )
+            })
+            .collect();
+        std::fs::write(path, svg::cdf("shmchan bench: round-trip CDF", &series))?;
+    }
+    if args.json {
+        let out = json!({
+            "machine": { "cpus": cpus, "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
+            "records": recs.iter().map(Record::json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_tables(&recs, cpus);
+    }
+    Ok(())
+}
+
+fn print_tables(recs: &[Record], cpus: usize) {
+    println!("shmchan bench: 2 processes pinned to CPUs 0 and 1 ({cpus} CPUs online)");
+    println!(
+        "floor = median round trip of one cache line each way between the two processes, probed before and after each line"
+    );
+    let unix50 = |size: usize| {
+        recs.iter()
+            .find(|r| r.bench == "unix" && r.size == size)
+            .and_then(Record::hist)
+            .map(|h| h.value_at_quantile(0.5))
+    };
+    println!();
+    println!(
+        "{:<9} {:>6} {:<6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7}  note",
+        "latency",
+        "size",
+        "mode",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "floor",
+        "x floor",
+        "unix/x"
+    );
+    for r in recs {
+        let Some(h) = r.hist() else { continue };
+        let q = |x: f64| h.value_at_quantile(x);
+        let ratio = if r.floor() > 0 {
+            q(0.5) as f64 / r.floor() as f64
+        } else {
+            0.0
+        };
+        let vs_unix = match (r.bench, unix50(r.size)) {
+            ("rtt", Some(u)) => format!("{:.0}", u as f64 / q(0.5).max(1) as f64),
+            _ => "-".into(),
+        };
+        let mut note = r.flag.clone().unwrap_or_default();
+        if let Some(c) = r.cpu_ns_per_msg {
+            note.push_str(&format!(" cpu {c:.0} ns/msg"));
+        }
+        if let Some(c) = r.idle_cpu_pct {
+            note.push_str(&format!(" idle cpu {c:.1}%"));
+        }
+        println!(
+            "{:<9} {:>6} {:<6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8.2} {:>7}  {}",
+            r.bench,
+            r.size,
+            r.mode,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            q(0.9999),
+            h.max(),
+            r.floor(),
+            ratio,
+            vs_unix,
+            note.trim()
+        );
+    }
+    if recs.iter().any(|r| r.gb_per_s.is_some()) {
+        println!();
+        println!(
+            "{:<9} {:>6} {:<11} {:>12} {:>9} {:>12} {:>9}",
+            "throughput", "size", "mode", "msgs/s", "GB/s", "cpu ns/msg", "x memcpy"
+        );
+        for r in recs.iter().filter(|r| r.gb_per_s.is_some()) {
+            let memcpy = recs
+                .iter()
+                .find(|m| m.bench == "memcpy" && m.size == r.size)
+                .and_then(|m| m.gb_per_s);
+            let vs = match (r.bench, memcpy, r.gb_per_s) {
+                ("stream", Some(m), Some(g)) => format!("{:.2}", g / m),
+                _ => "-".into(),
+            };
+            println!(
+                "{:<9} {:>6} {:<11} {:>12.0} {:>9.2} {:>12} {:>9}",
+                r.bench,
+                r.size,
+                r.mode,
+                r.msgs_per_s.unwrap_or(0.0),
+                r.gb_per_s.unwrap_or(0.0),
+                r.cpu_ns_per_msg
+                    .map(|c| format!("{c:.1}"))
+                    .unwrap_or("-".into()),
+                vs
+            );
+        }
+    }
+}
