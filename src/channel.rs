@@ -1,27 +1,18 @@
 //! The typed public handles of an SPSC channel: [`Sender`] and [`Receiver`].
 
+use crate::endpoint::{RecvCore, SendCore, deadline_in};
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::layout::{FLAVOR_SPSC, KIND_TYPED, WaitWord, fnv1a};
+use crate::layout::{FLAVOR_SPSC, KIND_TYPED, fnv1a};
 use crate::options::{CreateMode, Options};
-use crate::peers::{self, Claim, EntryState, Role};
-use crate::shared::{Shared, Wanted};
-use crate::spsc::{Consumer, Producer, Ring};
-use crate::sync::Ordering;
-use crate::wait::{self, Attempt, WaitStrategy};
+use crate::shared::Wanted;
 use bytemuck::Pod;
-use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
-
-/// Peer table entry of the SPSC sender.
-const SENDER_ENTRY: usize = 0;
-/// Peer table entry of the SPSC receiver.
-const RECEIVER_ENTRY: usize = 1;
 
 fn wanted<T: Pod>() -> Wanted {
     let name = std::any::type_name::<T>();
@@ -35,124 +26,14 @@ fn wanted<T: Pod>() -> Wanted {
     }
 }
 
-/// What both handles hold: the mapping, our peer claim, and the waiting settings.
-struct End {
-    shared: Shared,
-    claim: Claim,
-    role: Role,
-    wait: WaitStrategy,
-    liveness: Duration,
-    /// When the polling path may next probe the peer's liveness (a syscall).
-    next_probe: Cell<Instant>,
-}
-
-impl End {
-    fn attach<T: Pod>(name: &str, opts: &Options, role: Role) -> Result<(End, Ring), OpenError> {
-        let shared = Shared::attach(name, opts, &wanted::<T>())?;
-        let hdr = shared.header();
-        let (mine, theirs) = match role {
-            Role::Sender => (SENDER_ENTRY, RECEIVER_ENTRY),
-            Role::Receiver => (RECEIVER_ENTRY, SENDER_ENTRY),
-        };
-        let claim = peers::claim(&hdr.peers[mine], mine, role, &hdr.config.peer_generation)
-            .map_err(|pid| OpenError::RoleTaken {
-                role: role.name(),
-                pid,
-            })?;
-        let ring_ctl = &hdr.ring;
-        // We are the only holder of our role, so any sleeper still counted on our wait
-        // word is a predecessor that died asleep: forget it, or every peer operation
-        // would pay a futex_wake syscall forever.
-        let my_word = match role {
-            Role::Sender => &ring_ctl.not_full.w,
-            Role::Receiver => &ring_ctl.not_empty.w,
-        };
-        my_word.sleepers.store(0, Ordering::Relaxed);
-        let counter = match role {
-            Role::Sender => &hdr.attach.sender_attaches,
-            Role::Receiver => &hdr.attach.receiver_attaches,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        // A peer blocked on "are you there?" re-checks now.
-        let _ = theirs;
-        wait::notify_all(&ring_ctl.not_empty.w);
-        wait::notify_all(&ring_ctl.not_full.w);
-        // SAFETY: the header was validated: ctl is inside the mapping, and the slot
-        // array of capacity * slot_size bytes starts at HEADER_SIZE, page aligned;
-        // `shared` (moved into End, which the handle keeps with the ring) keeps the
-        // mapping alive for the ring's whole use.
-        let ring = unsafe { Ring::new(&hdr.ring, shared.slots(), &shared.geo) };
-        let end = End {
-            shared,
-            claim,
-            role,
-            wait: opts.wait,
-            liveness: opts.liveness_interval,
-            next_probe: Cell::new(Instant::now() + opts.liveness_interval),
-        };
-        Ok((end, ring))
-    }
-
-    fn peer_entry(&self) -> &crate::layout::PeerEntry {
-        let idx = match self.role {
-            Role::Sender => RECEIVER_ENTRY,
-            Role::Receiver => SENDER_ENTRY,
-        };
-        &self.shared.header().peers[idx]
-    }
-
-    /// Whether the peer is gone (it was attached once, and left or died). Probes the
-    /// peer's liveness (a syscall) when `probe` is set.
-    fn peer_gone(&self, probe: bool) -> bool {
-        matches!(peers::check(self.peer_entry(), probe), EntryState::Vacated)
-    }
-
-    /// Like `peer_gone`, probing liveness at most once per liveness interval.
-    fn peer_gone_rate_limited(&self) -> bool {
-        let probe = {
-            let now = Instant::now();
-            if now >= self.next_probe.get() {
-                self.next_probe.set(now + self.liveness);
-                true
-            } else {
-                false
-            }
-        };
-        self.peer_gone(probe)
-    }
-
-    fn deadline(timeout: Duration) -> Option<Instant> {
-        // A timeout too large to represent waits forever.
-        Instant::now().checked_add(timeout)
-    }
-}
-
-impl Drop for End {
-    fn drop(&mut self) {
-        let hdr = self.shared.header();
-        let idx = self.claim.index;
-        peers::release(&hdr.peers[idx], self.claim);
-        // Wake the peer wherever it waits, so it sees the disconnect now.
-        wait::notify_all(&hdr.ring.not_empty.w);
-        wait::notify_all(&hdr.ring.not_full.w);
-    }
-}
-
-impl fmt::Debug for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("End")
-            .field("role", &self.role)
-            .field("capacity", &self.shared.geo.capacity)
-            .field("owns_name", &self.shared.seg.owns_name())
-            .finish()
-    }
-}
-
 /// The sending half of an SPSC channel in shared memory.
 ///
 /// One sender may be attached to a channel at a time, in any process; when it is
 /// dropped (or its process dies) the receiver drains what was sent and then gets
 /// `Disconnected`. A new sender may attach later and continue.
+///
+/// A `Sender` may be moved to another thread (`Send`) but not shared (`!Sync`): it
+/// keeps its position and a cached copy of the receiver's in the handle.
 ///
 /// # Examples
 ///
@@ -165,9 +46,17 @@ impl fmt::Debug for End {
 /// assert_eq!(rx.recv()?, 7);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A sender cannot be shared between threads:
+///
+/// ```compile_fail
+/// fn needs_sync<S: Sync>(_: &S) {}
+/// # let name = format!("doc-sender-sync-{}", std::process::id());
+/// let tx = shmchan::Sender::<u64>::create(&name, 8).unwrap();
+/// needs_sync(&tx);
+/// ```
 pub struct Sender<T: Pod> {
-    prod: Producer,
-    end: End,
+    core: SendCore,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -191,16 +80,15 @@ pub struct Sender<T: Pod> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Receiver<T: Pod> {
-    cons: Consumer,
-    end: End,
+    core: RecvCore,
     _t: PhantomData<fn(T) -> T>,
 }
 
 impl<T: Pod> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("end", &self.end)
-            .field("tail", &self.prod.tail())
+            .field("end", &self.core.end)
+            .field("tail", &self.core.prod.tail())
             .finish()
     }
 }
@@ -208,18 +96,18 @@ impl<T: Pod> fmt::Debug for Sender<T> {
 impl<T: Pod> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
-            .field("end", &self.end)
-            .field("head", &self.cons.head())
+            .field("end", &self.core.end)
+            .field("head", &self.core.cons.head())
             .finish()
     }
 }
 
-/// Methods both handles share.
+/// Methods every handle shares (typed and byte, sender and receiver).
 macro_rules! common_methods {
     () => {
         /// Messages in the channel now (a snapshot).
         pub fn len(&self) -> usize {
-            self.ring().len() as usize
+            self.core.ring().len() as usize
         }
 
         /// Whether the channel is empty now.
@@ -229,25 +117,34 @@ macro_rules! common_methods {
 
         /// Whether the channel is full now.
         pub fn is_full(&self) -> bool {
-            self.len() as u64 >= self.ring().capacity()
+            self.len() as u64 >= self.core.ring().capacity()
         }
 
         /// Number of slots.
         pub fn capacity(&self) -> usize {
-            self.ring().capacity() as usize
+            self.core.ring().capacity() as usize
         }
 
         /// Whether this handle created the segment and will remove its name on drop.
         pub fn owns_name(&self) -> bool {
-            self.end.shared.seg.owns_name()
+            self.core.end.owns_name()
         }
 
         /// Keep the segment's name when this (creating) handle is dropped.
         pub fn keep(&mut self) {
-            self.end.shared.seg.keep();
+            self.core.end.keep();
+        }
+
+        /// Whether the peer is known to be gone: it was attached and has left or
+        /// died. A peer killed without detaching is noticed within the liveness
+        /// interval by the blocking calls, or by this call, which probes at most once
+        /// per interval.
+        pub fn is_disconnected(&self) -> bool {
+            self.core.end.peer_gone_rate_limited()
         }
     };
 }
+pub(crate) use common_methods;
 
 impl<T: Pod> Sender<T> {
     /// Creates a channel named `name` with `capacity` slots (a power of two) and
@@ -279,38 +176,25 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn with_options(name: &str, opts: &Options) -> Result<Sender<T>, OpenError> {
-        let (end, ring) = End::attach::<T>(name, opts, Role::Sender)?;
         Ok(Sender {
-            prod: Producer::attach(ring),
-            end,
+            core: SendCore::attach(name, opts, &wanted::<T>())?,
             _t: PhantomData,
         })
     }
 
-    #[inline]
-    fn ring(&self) -> &Ring {
-        self.prod.ring()
-    }
-
     common_methods!();
 
-    /// Whether the receiver is known to be gone: it was attached and has left or
-    /// died. (A receiver killed without detaching is noticed within the liveness
-    /// interval by the blocking calls, or by this call, which probes at most once per
-    /// interval.)
-    pub fn is_disconnected(&self) -> bool {
-        self.end.peer_gone_rate_limited()
-    }
-
+    /// Writes `msg` into the slot at `tail + i` (not yet published).
     #[inline]
-    fn write_and_commit(&self, msg: T) {
-        let pos = self.prod.tail();
-        // SAFETY: the slot at `pos` is free (checked by the caller through `free`), only
-        // this producer writes it until it is published, and the payload is size_of::<T>()
-        // bytes aligned to align_of::<T>() (Geometry was computed from T and validated).
-        self.ring()
+    fn write(&self, i: u64, msg: T) {
+        let pos = self.core.prod.tail().wrapping_add(i);
+        // SAFETY: the caller got room for slot `tail + i` from the core, so it is free
+        // and only this producer writes it until it is published; the payload is
+        // size_of::<T>() bytes aligned to align_of::<T>() (the geometry was computed
+        // from T and validated against the header).
+        self.core
+            .ring()
             .write_payload(pos, |p| unsafe { p.cast::<T>().write(msg) });
-        self.prod.commit(1);
     }
 
     /// Sends `msg` if there is room, without waiting.
@@ -328,22 +212,14 @@ impl<T: Pod> Sender<T> {
     /// ```
     #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        if self.end.peer_gone(false) {
-            return Err(TrySendError::Disconnected(msg));
-        }
-        if self.prod.free(1) == 0 {
-            return Err(self.full_or_gone(msg));
-        }
-        self.write_and_commit(msg);
-        Ok(())
-    }
-
-    #[cold]
-    fn full_or_gone<M>(&self, msg: M) -> TrySendError<M> {
-        if self.end.peer_gone_rate_limited() {
-            TrySendError::Disconnected(msg)
-        } else {
-            TrySendError::Full(msg)
+        match self.core.try_room(1) {
+            Ok(_) => {
+                self.write(0, msg);
+                self.core.commit(1);
+                Ok(())
+            }
+            Err(TrySendError::Full(())) => Err(TrySendError::Full(msg)),
+            Err(TrySendError::Disconnected(())) => Err(TrySendError::Disconnected(msg)),
         }
     }
 
@@ -355,9 +231,7 @@ impl<T: Pod> Sender<T> {
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
         match self.send_deadline(msg, None) {
             Ok(()) => Ok(()),
-            Err(SendTimeoutError::Disconnected(m)) | Err(SendTimeoutError::Timeout(m)) => {
-                Err(SendError::Disconnected(m))
-            }
+            Err(e) => Err(SendError::Disconnected(e.into_inner())),
         }
     }
 
@@ -365,8 +239,20 @@ impl<T: Pod> Sender<T> {
     ///
     /// # Errors
     /// `Timeout(msg)` or `Disconnected(msg)`.
+    ///
+    /// ```
+    /// # use shmchan::{Sender, SendTimeoutError};
+    /// # use std::time::Duration;
+    /// # let name = format!("doc-send-timeout-{}", std::process::id());
+    /// let tx = Sender::<u8>::create(&name, 1)?;
+    /// tx.send_timeout(1, Duration::from_millis(1))?;
+    /// let e = tx.send_timeout(2, Duration::from_millis(1)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// assert_eq!(e.into_inner(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_deadline(msg, End::deadline(timeout))
+        self.send_deadline(msg, deadline_in(timeout))
     }
 
     /// Sends `msg`, waiting until `deadline` (`None`: forever) while the ring is full.
@@ -379,44 +265,20 @@ impl<T: Pod> Sender<T> {
         msg: T,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<(), SendTimeoutError<T>> {
-        match self.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(m)) => Err(SendTimeoutError::Disconnected(m)),
-            Err(TrySendError::Full(m)) => match self.wait_for_room(deadline.into()) {
-                Ok(true) => {
-                    self.write_and_commit(m);
-                    Ok(())
-                }
-                Ok(false) => Err(SendTimeoutError::Disconnected(m)),
-                Err(_) => Err(SendTimeoutError::Timeout(m)),
-            },
+        match self.core.room(deadline.into()) {
+            Ok(()) => {
+                self.write(0, msg);
+                self.core.commit(1);
+                Ok(())
+            }
+            Err(SendTimeoutError::Timeout(())) => Err(SendTimeoutError::Timeout(msg)),
+            Err(SendTimeoutError::Disconnected(())) => Err(SendTimeoutError::Disconnected(msg)),
         }
     }
 
-    /// Waits until at least one slot is free (`true`) or the receiver is gone (`false`).
-    #[cold]
-    fn wait_for_room(&self, deadline: Option<Instant>) -> Result<bool, wait::TimedOut> {
-        let w: &WaitWord = &self.ring().ctl().not_full.w;
-        wait::block_on(
-            w,
-            self.end.wait,
-            deadline,
-            self.end.liveness,
-            || {
-                if self.prod.free(1) > 0 {
-                    Attempt::Ready(true)
-                } else if self.end.peer_gone(false) {
-                    Attempt::Ready(false)
-                } else {
-                    Attempt::Pending
-                }
-            },
-            || self.end.peer_gone(true).then_some(false),
-        )
-    }
-
     /// Sends as many of `msgs` as fit now, in order, publishing them together (one
-    /// wake-up check for the batch). Returns how many were sent (at least one).
+    /// wake-up check for the batch). Returns how many were sent (at least one, or zero
+    /// if `msgs` is empty).
     ///
     /// # Errors
     /// `Full(())` if not even one fits, `Disconnected(())` if the receiver is gone.
@@ -433,23 +295,36 @@ impl<T: Pod> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_send_batch(&self, msgs: &[T]) -> Result<usize, TrySendError<()>> {
-        if self.end.peer_gone(false) {
-            return Err(TrySendError::Disconnected(()));
+        if msgs.is_empty() {
+            return Ok(0);
         }
-        let n = self.prod.free(msgs.len() as u64).min(msgs.len() as u64);
-        if n == 0 {
-            return Err(self.full_or_gone(()));
-        }
-        let start = self.prod.tail();
+        let n = self.core.try_room(msgs.len() as u64)?;
         for (i, m) in msgs[..n as usize].iter().enumerate() {
-            // SAFETY: as in `write_and_commit`; slots start..start+n are free (n <= free).
-            self.ring()
-                .write_payload(start.wrapping_add(i as u64), |p| unsafe {
-                    p.cast::<T>().write(*m)
-                });
+            self.write(i as u64, *m);
         }
-        self.prod.commit(n);
+        self.core.commit(n);
         Ok(n as usize)
+    }
+
+    /// Sends all of `msgs` in order, waiting for room as needed; publishes them in
+    /// batches as room allows.
+    ///
+    /// # Errors
+    /// `Disconnected(k)` with the number `k` of messages sent before the receiver went.
+    pub fn send_batch(&self, msgs: &[T]) -> Result<(), SendError<usize>> {
+        let mut sent = 0;
+        while sent < msgs.len() {
+            match self.try_send_batch(&msgs[sent..]) {
+                Ok(n) => sent += n,
+                Err(TrySendError::Full(())) => {
+                    if self.core.room(None).is_err() {
+                        return Err(SendError::Disconnected(sent));
+                    }
+                }
+                Err(TrySendError::Disconnected(())) => return Err(SendError::Disconnected(sent)),
+            }
+        }
+        Ok(())
     }
 
     /// Borrows the next free slot to build a message in place (zero copy); the message
@@ -472,9 +347,8 @@ impl<T: Pod> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_loan(&mut self) -> Result<SendSlot<'_, T>, TrySendError<()>> {
-        self.try_loan_inner()?;
-        let ptr = self.ring().payload(self.prod.tail()).cast::<T>();
-        Ok(SendSlot { tx: self, ptr })
+        self.core.try_room(1)?;
+        Ok(self.slot())
     }
 
     /// Like [`try_loan`](Self::try_loan), but waits while the ring is full.
@@ -482,26 +356,15 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     /// `Disconnected(())` if the receiver is gone (also while waiting).
     pub fn loan(&mut self) -> Result<SendSlot<'_, T>, SendError<()>> {
-        match self.try_loan_inner() {
-            Ok(()) => {}
-            Err(TrySendError::Disconnected(())) => return Err(SendError::Disconnected(())),
-            Err(TrySendError::Full(())) => match self.wait_for_room(None) {
-                Ok(true) => {}
-                _ => return Err(SendError::Disconnected(())),
-            },
-        }
-        let ptr = self.ring().payload(self.prod.tail()).cast::<T>();
-        Ok(SendSlot { tx: self, ptr })
+        self.core
+            .room(None)
+            .map_err(|_| SendError::Disconnected(()))?;
+        Ok(self.slot())
     }
 
-    fn try_loan_inner(&self) -> Result<(), TrySendError<()>> {
-        if self.end.peer_gone(false) {
-            return Err(TrySendError::Disconnected(()));
-        }
-        if self.prod.free(1) == 0 {
-            return Err(self.full_or_gone(()));
-        }
-        Ok(())
+    fn slot(&mut self) -> SendSlot<'_, T> {
+        let ptr = self.core.ring().payload(self.core.prod.tail()).cast::<T>();
+        SendSlot { tx: self, ptr }
     }
 }
 
@@ -515,7 +378,7 @@ pub struct SendSlot<'a, T: Pod> {
 impl<T: Pod> SendSlot<'_, T> {
     /// Publishes the message to the receiver.
     pub fn commit(self) {
-        self.tx.prod.commit(1);
+        self.tx.core.commit(1);
     }
 }
 
@@ -539,7 +402,7 @@ impl<T: Pod> DerefMut for SendSlot<'_, T> {
 impl<T: Pod> fmt::Debug for SendSlot<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendSlot")
-            .field("pos", &self.tx.prod.tail())
+            .field("pos", &self.tx.core.prod.tail())
             .finish()
     }
 }
@@ -572,35 +435,30 @@ impl<T: Pod> Receiver<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn with_options(name: &str, opts: &Options) -> Result<Receiver<T>, OpenError> {
-        let (end, ring) = End::attach::<T>(name, opts, Role::Receiver)?;
         Ok(Receiver {
-            cons: Consumer::attach(ring),
-            end,
+            core: RecvCore::attach(name, opts, &wanted::<T>())?,
             _t: PhantomData,
         })
     }
 
-    #[inline]
-    fn ring(&self) -> &Ring {
-        self.cons.ring()
-    }
-
     common_methods!();
 
-    /// Whether the sender is known to be gone (attached once, then left or died).
-    pub fn is_disconnected(&self) -> bool {
-        self.end.peer_gone_rate_limited()
+    /// Reads the message at `head + i` (which must be published).
+    #[inline]
+    fn read(&self, i: u64) -> T {
+        let pos = self.core.cons.head().wrapping_add(i);
+        // SAFETY: the caller saw the slot's sequence word published (Acquire); it is
+        // inside the mapping and aligned for T; the producer does not write it until we
+        // release it. T: Pod, so any bytes form a valid T.
+        self.core
+            .ring()
+            .read_payload(pos, |p| unsafe { p.cast::<T>().read() })
     }
 
     #[inline]
     fn take(&self) -> T {
-        // SAFETY: the slot at head is published (the caller saw its sequence word with
-        // Acquire), inside the mapping and aligned for T; the producer does not write it
-        // until we release it. T: Pod, so any bytes form a valid T.
-        let v = self
-            .ring()
-            .read_payload(self.cons.head(), |p| unsafe { p.cast::<T>().read() });
-        self.cons.release(1);
+        let v = self.read(0);
+        self.core.release(1);
         v
     }
 
@@ -610,30 +468,8 @@ impl<T: Pod> Receiver<T> {
     /// `Empty`, or `Disconnected` once the sender is gone and the ring is drained.
     #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        if self.cons.ready_at(0) {
-            return Ok(self.take());
-        }
-        self.empty_or_gone(false)
-    }
-
-    #[cold]
-    fn empty_or_gone(&self, probe_now: bool) -> Result<T, TryRecvError> {
-        let gone = if probe_now {
-            self.end.peer_gone(true)
-        } else {
-            self.end.peer_gone_rate_limited()
-        };
-        // Look again after seeing the sender gone: it may have published a last message
-        // just before leaving (its Release on the peer entry orders that publication
-        // before our Acquire load of the entry).
-        if self.cons.ready_at(0) {
-            return Ok(self.take());
-        }
-        Err(if gone {
-            TryRecvError::Disconnected
-        } else {
-            TryRecvError::Empty
-        })
+        self.core.try_message()?;
+        Ok(self.take())
     }
 
     /// Receives a message, waiting while the ring is empty.
@@ -649,8 +485,17 @@ impl<T: Pod> Receiver<T> {
     ///
     /// # Errors
     /// `Timeout`, or `Disconnected` once the sender is gone and the ring is drained.
+    ///
+    /// ```
+    /// # use shmchan::{Receiver, RecvTimeoutError};
+    /// # use std::time::Duration;
+    /// # let name = format!("doc-recv-timeout-{}", std::process::id());
+    /// let rx = Receiver::<u64>::create(&name, 4)?;
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.recv_deadline(End::deadline(timeout))
+        self.recv_deadline(deadline_in(timeout))
     }
 
     /// Receives a message, waiting until `deadline` (`None`: forever).
@@ -662,69 +507,26 @@ impl<T: Pod> Receiver<T> {
         &self,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<T, RecvTimeoutError> {
-        if self.cons.ready_at(0) {
-            return Ok(self.take());
-        }
-        self.recv_slow(deadline.into())
-    }
-
-    #[cold]
-    fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        match self.wait_for_message(deadline) {
-            Ok(true) => Ok(self.take()),
-            Ok(false) => self
-                .empty_or_gone(false)
-                .map_err(|_| RecvTimeoutError::Disconnected),
-            Err(_) => Err(RecvTimeoutError::Timeout),
-        }
-    }
-
-    /// Waits until a message is there (`true`) or the sender is gone (`false`).
-    #[cold]
-    fn wait_for_message(&self, deadline: Option<Instant>) -> Result<bool, wait::TimedOut> {
-        let w: &WaitWord = &self.ring().ctl().not_empty.w;
-        wait::block_on(
-            w,
-            self.end.wait,
-            deadline,
-            self.end.liveness,
-            || {
-                if self.cons.ready_at(0) {
-                    Attempt::Ready(true)
-                } else if self.end.peer_gone(false) {
-                    Attempt::Ready(false)
-                } else {
-                    Attempt::Pending
-                }
-            },
-            || self.end.peer_gone(true).then_some(false),
-        )
+        self.core.message(deadline.into())?;
+        Ok(self.take())
     }
 
     /// Receives up to `out.len()` messages that are there now, in order, releasing
-    /// their slots together. Returns how many (at least one).
+    /// their slots together. Returns how many (at least one, or zero if `out` is
+    /// empty).
     ///
     /// # Errors
     /// `Empty`, or `Disconnected` once the sender is gone and the ring is drained.
     pub fn try_recv_batch(&self, out: &mut [T]) -> Result<usize, TryRecvError> {
-        let n = self.cons.ready(out.len() as u64);
-        if n == 0 {
-            if out.is_empty() {
-                return Ok(0);
-            }
-            out[0] = self.empty_or_gone(false)?;
-            return Ok(1);
+        if out.is_empty() {
+            return Ok(0);
         }
-        let head = self.cons.head();
+        self.core.try_message()?;
+        let n = self.core.cons.ready(out.len() as u64);
         for (i, slot) in out[..n as usize].iter_mut().enumerate() {
-            // SAFETY: as in `take`: slots head..head+n are published (`ready`).
-            *slot = self
-                .ring()
-                .read_payload(head.wrapping_add(i as u64), |p| unsafe {
-                    p.cast::<T>().read()
-                });
+            *slot = self.read(i as u64);
         }
-        self.cons.release(n);
+        self.core.release(n);
         Ok(n as usize)
     }
 
@@ -745,11 +547,8 @@ impl<T: Pod> Receiver<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_recv_ref(&mut self) -> Result<RecvRef<'_, T>, TryRecvError> {
-        if !self.cons.ready_at(0) {
-            self.empty_or_gone_no_take()?;
-        }
-        let ptr = self.ring().payload(self.cons.head()).cast::<T>();
-        Ok(RecvRef { rx: self, ptr })
+        self.core.try_message()?;
+        Ok(self.msg_ref())
     }
 
     /// Like [`try_recv_ref`](Self::try_recv_ref), but waits while the ring is empty.
@@ -757,23 +556,13 @@ impl<T: Pod> Receiver<T> {
     /// # Errors
     /// `RecvError` once the sender is gone and the ring is drained.
     pub fn recv_ref(&mut self) -> Result<RecvRef<'_, T>, RecvError> {
-        if !self.cons.ready_at(0) && !self.wait_for_message(None).map_err(|_| RecvError)? {
-            self.empty_or_gone_no_take().map_err(|_| RecvError)?;
-        }
-        let ptr = self.ring().payload(self.cons.head()).cast::<T>();
-        Ok(RecvRef { rx: self, ptr })
+        self.core.message(None).map_err(|_| RecvError)?;
+        Ok(self.msg_ref())
     }
 
-    fn empty_or_gone_no_take(&self) -> Result<(), TryRecvError> {
-        let gone = self.end.peer_gone_rate_limited();
-        if self.cons.ready_at(0) {
-            return Ok(());
-        }
-        Err(if gone {
-            TryRecvError::Disconnected
-        } else {
-            TryRecvError::Empty
-        })
+    fn msg_ref(&mut self) -> RecvRef<'_, T> {
+        let ptr = self.core.ring().payload(self.core.cons.head()).cast::<T>();
+        RecvRef { rx: self, ptr }
     }
 
     /// A blocking iterator: yields messages until the sender is gone and the ring is
@@ -805,14 +594,14 @@ impl<T: Pod> Deref for RecvRef<'_, T> {
 
 impl<T: Pod> Drop for RecvRef<'_, T> {
     fn drop(&mut self) {
-        self.rx.cons.release(1);
+        self.rx.core.release(1);
     }
 }
 
 impl<T: Pod> fmt::Debug for RecvRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvRef")
-            .field("pos", &self.rx.cons.head())
+            .field("pos", &self.rx.core.cons.head())
             .finish()
     }
 }

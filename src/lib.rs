@@ -43,7 +43,11 @@
 // Under `cfg(loom)` only the parts that run over heap memory are built: the rings, the
 // wait protocol and the futex model.
 #[cfg(not(loom))]
+mod bytes;
+#[cfg(not(loom))]
 mod channel;
+#[cfg(not(loom))]
+mod endpoint;
 mod error;
 mod futex;
 #[cfg(not(loom))]
@@ -63,6 +67,8 @@ mod sync;
 mod wait;
 
 pub use bytemuck::{Pod, Zeroable};
+#[cfg(not(loom))]
+pub use bytes::{ByteReceiver, ByteRef, ByteSendError, ByteSender, ByteSlot};
 #[cfg(not(loom))]
 pub use channel::{IntoIter, Iter, Receiver, RecvRef, SendSlot, Sender, TryIter};
 pub use error::{
