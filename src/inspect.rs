@@ -2,7 +2,8 @@
 
 use crate::error::OpenError;
 use crate::layout::{
-    ConfigSnapshot, FLAVOR_SPSC, HEADER_SIZE, Header, INIT_READY, KIND_BYTES, MAX_PEERS,
+    ConfigSnapshot, FLAVOR_SPSC, HEADER_SIZE, Header, INIT_CREATING, INIT_READY, KIND_BYTES, MAGIC,
+    MAX_PEERS,
 };
 use crate::peers::{self, EntryState};
 use crate::segment::{self, Segment};
@@ -111,11 +112,22 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     // SAFETY: the mapping is HEADER_SIZE bytes, page aligned, and lives until the end
     // of this function; the header's fields are integers and atomics.
     let (snap, h) = unsafe { (ConfigSnapshot::read(hdr), &*hdr) };
-    if snap.magic != crate::layout::MAGIC {
+    // Classify an unfinished header as an opener would: a creator still at work, or
+    // one that died (then `shmchan rm` may remove it).
+    let init = h.config.init_state.load(Ordering::Acquire);
+    if init == INIT_CREATING && (snap.magic == MAGIC || snap.magic == [0; 8]) {
+        let pid = snap.creator_pid;
+        return Err(if pid != 0 && !crate::shared::creator_alive(pid) {
+            OpenError::CreatorDied { pid }
+        } else {
+            OpenError::InitTimeout
+        });
+    }
+    if snap.magic != MAGIC {
         return Err(OpenError::BadMagic);
     }
-    if h.config.init_state.load(Ordering::Acquire) != INIT_READY {
-        return Err(OpenError::InitTimeout);
+    if init != INIT_READY {
+        return Err(OpenError::Corrupt("unknown init state"));
     }
     let geo = snap.geometry()?;
     if geo.total_len as u64 != size {
@@ -177,7 +189,9 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     })
 }
 
-/// Names of all objects in `/dev/shm` whose first bytes are the shmchan magic.
+/// Names of all objects in `/dev/shm` whose first bytes are the shmchan magic (a
+/// creator writes the magic first, so this includes channels whose creator died while
+/// initialising them).
 ///
 /// # Errors
 /// An I/O error reading `/dev/shm`.
@@ -193,7 +207,7 @@ pub fn list() -> std::io::Result<Vec<String>> {
             continue;
         };
         let mut magic = [0u8; 8];
-        if f.read_exact(&mut magic).is_ok() && magic == crate::layout::MAGIC {
+        if f.read_exact(&mut magic).is_ok() && magic == MAGIC {
             names.push(name);
         }
     }

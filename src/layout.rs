@@ -149,6 +149,11 @@ pub(crate) struct AttachLine {
     pub sender_attaches: AtomicU32,
     /// Incremented each time a receiver attaches (never decremented).
     pub receiver_attaches: AtomicU32,
+    /// MPMC: senders attached now (a hint: it gates a scan of the peer table, which
+    /// is the truth).
+    pub senders: AtomicU32,
+    /// MPMC: receivers attached now (a hint, as `senders`).
+    pub receivers: AtomicU32,
 }
 
 /// One entry of the peer table. See `peers.rs` for the encoding of `state`.
@@ -211,6 +216,10 @@ mod asserts {
     const_assert_eq!(offset_of!(RingCtl, not_empty), 256);
     const_assert_eq!(offset_of!(RingCtl, not_full), 384);
     const_assert_eq!(size_of::<AttachLine>(), 128);
+    const_assert_eq!(offset_of!(AttachLine, sender_attaches), 0);
+    const_assert_eq!(offset_of!(AttachLine, receiver_attaches), 4);
+    const_assert_eq!(offset_of!(AttachLine, senders), 8);
+    const_assert_eq!(offset_of!(AttachLine, receivers), 12);
     const_assert_eq!(size_of::<PeerEntry>(), 16);
     const_assert_eq!(offset_of!(PeerEntry, state), 0);
     const_assert_eq!(offset_of!(PeerEntry, stamp), 8);

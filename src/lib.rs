@@ -55,6 +55,9 @@ mod inspect;
 mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(not(loom))]
+mod mpmc_channel;
+mod mpmc_ring;
 mod options;
 #[cfg(not(loom))]
 mod peers;
@@ -79,6 +82,19 @@ pub use error::{
 pub use inspect::{ChannelInfo, PeerInfo, inspect, list};
 pub use options::{CreateMode, Options};
 pub use wait::WaitStrategy;
+
+/// Multi-producer multi-consumer channels: [`mpmc::Sender`] and [`mpmc::Receiver`] can
+/// be cloned within a process and attached from any number of processes (up to the
+/// peer-table size, [`Options::max_peers`]).
+///
+/// A producer or consumer killed in the middle of an operation is noticed by the
+/// survivors it blocks within the liveness interval: a half-written message is
+/// dropped (never delivered), and a message the dead consumer was copying out is
+/// dropped with it; everything else keeps flowing.
+#[cfg(not(loom))]
+pub mod mpmc {
+    pub use crate::mpmc_channel::{Iter, Receiver, Sender, TryIter};
+}
 
 /// Removes the name of channel `name`, like `shm_unlink`. Processes that have it
 /// mapped keep using it; new opens fail with `NotFound`.

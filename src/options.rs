@@ -44,7 +44,7 @@ pub struct Options {
     pub(crate) init_timeout: Duration,
     pub(crate) liveness_interval: Duration,
     pub(crate) allow_foreign_owner: bool,
-    pub(crate) max_peers: u32,
+    pub(crate) max_peers: Option<u32>,
 }
 
 impl Default for Options {
@@ -66,7 +66,7 @@ impl Options {
             init_timeout: Duration::from_secs(1),
             liveness_interval: Duration::from_millis(100),
             allow_foreign_owner: false,
-            max_peers: 2,
+            max_peers: None,
         }
     }
 
@@ -119,6 +119,14 @@ impl Options {
     /// peer killed without a chance to detach is noticed within about this time.
     pub fn liveness_interval(mut self, interval: Duration) -> Options {
         self.liveness_interval = interval.max(Duration::from_micros(100));
+        self
+    }
+
+    /// Size of the peer table of a created channel: how many handles (attachments,
+    /// each shared by its clones) may be attached at once. MPMC default 64; SPSC
+    /// channels use two entries. At most 192.
+    pub fn max_peers(mut self, n: u32) -> Options {
+        self.max_peers = Some(n);
         self
     }
 

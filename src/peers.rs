@@ -81,6 +81,10 @@ fn encode(pid: u32, role: Role, generation: u32) -> u64 {
 pub(crate) struct Claim {
     pub index: usize,
     pub state: u64,
+    /// Our attach generation.
+    pub generation: u32,
+    /// The role of a dead holder we took the entry over from, if any.
+    pub took_over: Option<u32>,
 }
 
 /// This process's pid, as stored in the table.
@@ -151,11 +155,13 @@ pub(crate) fn claim(
     loop {
         // Acquire pairs with the Release of the previous holder's release/claim.
         let cur = entry.state.load(Ordering::Acquire);
+        let mut took_over = None;
         if let EntryState::Held(h) = decode(cur) {
             let stamp = entry.stamp.load(Ordering::Acquire);
             if holder_alive(cur, stamp) {
                 return Err(h.pid);
             }
+            took_over = Some(h.role);
         }
         // AcqRel: acquire the previous holder's writes, release ours to later checkers.
         if entry
@@ -165,8 +171,97 @@ pub(crate) fn claim(
         {
             let stamp = ((generation as u64) & 0xFF_FFFF) << 40 | (start & START_MASK);
             entry.stamp.store(stamp, Ordering::Release);
-            return Ok(Claim { index, state: mine });
+            return Ok(Claim {
+                index,
+                state: mine,
+                generation,
+                took_over,
+            });
         }
+    }
+}
+
+/// Claims any entry of `entries` for `role`: a free one if there is one, else one
+/// whose holder died. `None` if every entry is held by a live process.
+pub(crate) fn claim_any(
+    entries: &[PeerEntry],
+    role: Role,
+    generation_source: &crate::sync::AtomicU32,
+) -> Option<Claim> {
+    // First pass: free entries only (no liveness syscalls).
+    for (i, e) in entries.iter().enumerate() {
+        if !matches!(decode(e.state.load(Ordering::Acquire)), EntryState::Held(_)) {
+            if let Ok(c) = claim(e, i, role, generation_source) {
+                return Some(c);
+            }
+        }
+    }
+    // Second pass: take over the entry of a dead holder.
+    for (i, e) in entries.iter().enumerate() {
+        if let Ok(c) = claim(e, i, role, generation_source) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Whether any entry holds a peer of `role`. With `probe`, holders are checked for
+/// liveness and dead ones vacated (`reaped` runs once per entry this call vacated).
+pub(crate) fn any_of_role(
+    entries: &[PeerEntry],
+    role: Role,
+    probe: bool,
+    mut reaped: impl FnMut(u32),
+) -> bool {
+    let mut found = false;
+    for e in entries {
+        let cur = e.state.load(Ordering::Acquire);
+        if let EntryState::Held(h) = decode(cur) {
+            if h.role != role as u32 {
+                continue;
+            }
+            if !probe || holder_alive(cur, e.stamp.load(Ordering::Acquire)) {
+                found = true;
+                if !probe {
+                    break;
+                }
+            } else if e
+                .state
+                .compare_exchange(cur, VACATED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                reaped(h.role);
+            }
+        }
+    }
+    found
+}
+
+/// Whether the holder of `entry` with generation bits `generation & mask` is gone: the
+/// entry is no longer held in that generation, or its process is dead (then the entry
+/// is vacated, and `reaped` runs with its role if this call did it).
+pub(crate) fn claimant_gone(
+    entry: &PeerEntry,
+    generation: u32,
+    mask: u32,
+    reaped: impl FnOnce(u32),
+) -> bool {
+    let cur = entry.state.load(Ordering::Acquire);
+    match decode(cur) {
+        EntryState::Held(h) if h.generation & mask == generation & mask => {
+            if holder_alive(cur, entry.stamp.load(Ordering::Acquire)) {
+                return false;
+            }
+            if entry
+                .state
+                .compare_exchange(cur, VACATED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                reaped(h.role);
+            }
+            true
+        }
+        _ => true,
     }
 }
 

@@ -48,14 +48,25 @@ pub(crate) fn shm_path(name: &str) -> Result<String, OpenError> {
 #[derive(Debug)]
 pub(crate) struct Segment {
     map: MmapRaw,
-    /// `/name` if this handle removes the name on drop.
-    unlink_on_drop: Option<String>,
+    /// The name and identity of our object, if this handle removes the name on drop.
+    unlink_on_drop: Option<Owned>,
+}
+
+/// A name this handle created, and the identity (device, inode) of the object it made,
+/// so that on drop it removes the name only if the name still refers to that object.
+#[derive(Debug)]
+struct Owned {
+    path: String,
+    dev: u64,
+    ino: u64,
 }
 
 /// The object's size and owner, read with `fstat`.
 pub(crate) struct ObjectInfo {
     pub size: u64,
     pub uid: u32,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 pub(crate) fn stat(fd: &OwnedFd) -> Result<ObjectInfo, OpenError> {
@@ -63,6 +74,8 @@ pub(crate) fn stat(fd: &OwnedFd) -> Result<ObjectInfo, OpenError> {
     Ok(ObjectInfo {
         size: st.st_size.max(0) as u64,
         uid: st.st_uid,
+        dev: st.st_dev,
+        ino: st.st_ino,
     })
 }
 
@@ -87,10 +100,15 @@ impl Segment {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
             .map_err(|e| undo(OpenError::Io(e.into())))?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| undo(OpenError::Io(e.into())))?;
+        let info = stat(&fd).map_err(undo)?;
         let map = map(fd, len).map_err(undo)?;
         Ok(Segment {
             map,
-            unlink_on_drop: Some(path.to_owned()),
+            unlink_on_drop: Some(Owned {
+                path: path.to_owned(),
+                dev: info.dev,
+                ino: info.ino,
+            }),
         })
     }
 
@@ -142,9 +160,20 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if let Some(path) = self.unlink_on_drop.take() {
-            // The name may already be gone (`shmchan rm`, or a purge-and-create): fine.
-            let _ = shm::unlink(path.as_str());
+        let Some(own) = self.unlink_on_drop.take() else {
+            return;
+        };
+        // The name may be gone (`shmchan rm`), or taken by a newer channel (a
+        // purge-and-create elsewhere): remove it only if it is still our object. (A
+        // replacement between this check and the unlink is not caught; names are
+        // replaced only on purpose, by PurgeAndCreate or rm + create.)
+        let Ok(fd) = shm::open(own.path.as_str(), shm::OFlags::RDONLY, Mode::empty()) else {
+            return;
+        };
+        if let Ok(info) = stat(&fd) {
+            if info.dev == own.dev && info.ino == own.ino {
+                let _ = shm::unlink(own.path.as_str());
+            }
         }
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct Wanted {
 pub(crate) struct Shared {
     pub seg: Segment,
     pub geo: Geometry,
+    /// Entries of the peer table in use (validated copy of the header's).
+    pub max_peers: usize,
 }
 
 fn flavor_name(f: u32) -> &'static str {
@@ -78,7 +80,8 @@ impl Shared {
         let capacity = opts.capacity.ok_or(OpenError::InvalidOption(
             "a capacity is needed to create a channel",
         ))?;
-        let max_peers = opts.max_peers;
+        let default_peers = if want.flavor == FLAVOR_MPMC { 64 } else { 2 };
+        let max_peers = opts.max_peers.unwrap_or(default_peers);
         if max_peers < 2 || max_peers as usize > MAX_PEERS {
             return Err(OpenError::InvalidOption(
                 "max_peers must be between 2 and 192",
@@ -102,11 +105,11 @@ impl Shared {
         // plain fields before init_state is READY, which we store last (Release).
         unsafe {
             let c = &raw mut (*hdr).config;
-            // The pid first, so an opener can tell whether an unfinished header's
-            // creator is still alive.
+            // The magic and the pid first, so that `shmchan ls/rm` recognise an
+            // unfinished header and an opener can tell whether its creator lives.
+            (&raw mut (*c).magic).write(layout::MAGIC);
             (*c).creator_pid
                 .store(crate::peers::my_pid(), Ordering::Relaxed);
-            (&raw mut (*c).magic).write(layout::MAGIC);
             (&raw mut (*c).layout_version).write(layout::LAYOUT_VERSION);
             (&raw mut (*c).flavor).write(geo.flavor);
             (&raw mut (*c).capacity).write(geo.capacity);
@@ -127,7 +130,11 @@ impl Shared {
         if opts.keep {
             seg.keep();
         }
-        Ok(Shared { seg, geo })
+        Ok(Shared {
+            seg,
+            geo,
+            max_peers: max_peers as usize,
+        })
     }
 
     fn open(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
@@ -205,7 +212,11 @@ impl Shared {
             });
         }
         check_wanted(&snap, &geo, opts, want)?;
-        Ok(Shared { seg, geo })
+        Ok(Shared {
+            seg,
+            geo,
+            max_peers: snap.max_peers as usize,
+        })
     }
 
     /// The header.
@@ -216,6 +227,13 @@ impl Shared {
         unsafe { &*(self.seg.as_ptr() as *const Header) }
     }
 
+    /// The live part of the peer table.
+    #[inline]
+    pub fn peers(&self) -> &[crate::layout::PeerEntry] {
+        // A copy validated at attach (1..=MAX_PEERS): the header's field may change.
+        &self.header().peers[..self.max_peers.min(MAX_PEERS)]
+    }
+
     /// Start of the slot array.
     #[inline]
     pub fn slots(&self) -> *mut u8 {
@@ -224,7 +242,8 @@ impl Shared {
     }
 }
 
-fn creator_alive(pid: u32) -> bool {
+/// Whether the creator `pid` is alive (not a zombie).
+pub(crate) fn creator_alive(pid: u32) -> bool {
     if pid == crate::peers::my_pid() {
         return true;
     }

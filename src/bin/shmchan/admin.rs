@@ -169,7 +169,7 @@ pub fn rm(names: &[String], stale: bool, force: bool) -> Result<()> {
                         && (!i.peers.is_empty() || creator_dead(i.creator_pid))
                 }
                 // A header its creator never finished.
-                Err(OpenError::InitTimeout) => true,
+                Err(OpenError::CreatorDied { .. }) => true,
                 Err(_) => false,
             };
             if is_stale {
@@ -185,6 +185,7 @@ pub fn rm(names: &[String], stale: bool, force: bool) -> Result<()> {
             match shmchan::inspect(n) {
                 Ok(_)
                 | Err(OpenError::InitTimeout)
+                | Err(OpenError::CreatorDied { .. })
                 | Err(OpenError::Truncated { .. })
                 | Err(OpenError::Corrupt(_))
                 | Err(OpenError::VersionMismatch { .. }) => {}
