@@ -206,7 +206,7 @@ impl SendCore {
             self.end.wait,
             deadline,
             self.end.liveness,
-            || {
+            |_| {
                 if self.prod.free(1) > 0 {
                     Attempt::Ready(true)
                 } else if self.end.peer_gone(false) {
@@ -306,7 +306,7 @@ impl RecvCore {
             self.end.wait,
             deadline,
             self.end.liveness,
-            || {
+            |_| {
                 if self.ready() {
                     Attempt::Ready(true)
                 } else if self.end.peer_gone(false) {

@@ -298,7 +298,16 @@ impl Geometry {
         let raw = payload_offset
             .checked_add(msg_size)
             .ok_or(OpenError::TooLarge)?;
-        let slot_size = round_up(raw, align).ok_or(OpenError::TooLarge)?;
+        // MPMC slots are written by both sides (claim and release CASes), so two
+        // slots sharing a cache line would bounce it between producer and consumer on
+        // every message: give each slot a line of its own. (SPSC consumers only read
+        // the slots, so small SPSC messages pack several to a line.)
+        let stride = if flavor == FLAVOR_MPMC {
+            align.max(64)
+        } else {
+            align
+        };
+        let slot_size = round_up(raw, stride).ok_or(OpenError::TooLarge)?;
         if slot_size > MAX_SLOT_SIZE || msg_size > u32::MAX as u64 {
             return Err(OpenError::TooLarge);
         }

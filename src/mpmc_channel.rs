@@ -356,13 +356,13 @@ impl<T: Pod> Sender<T> {
     mpmc_common!();
 
     #[inline]
-    fn attempt(&self, msg: T) -> Result<(), Blocked> {
+    fn attempt(&self, msg: T, confirm: bool) -> Result<(), Blocked> {
         // SAFETY: the ring hands us the payload of a slot it claimed for us: inside the
         // mapping, size_of::<T>() bytes aligned for T (geometry validated), ours alone
         // until published.
-        self.att
-            .ring
-            .try_send(self.att.me, |p| unsafe { p.cast::<T>().write(msg) })
+        self.att.ring.try_send(self.att.me, confirm, |p| unsafe {
+            p.cast::<T>().write(msg)
+        })
     }
 
     /// Sends `msg` if there is room, without waiting.
@@ -374,7 +374,7 @@ impl<T: Pod> Sender<T> {
         if self.att.receivers_hint_zero() && self.att.others_gone(false) {
             return Err(TrySendError::Disconnected(msg));
         }
-        match self.attempt(msg) {
+        match self.attempt(msg, false) {
             Ok(()) => Ok(()),
             Err(b) => self.blocked(msg, b),
         }
@@ -387,7 +387,9 @@ impl<T: Pod> Sender<T> {
                 return Err(TrySendError::Disconnected(msg));
             }
             if self.att.clear_if_dead(b) {
-                return self.attempt(msg).map_err(|_| TrySendError::Full(msg));
+                return self
+                    .attempt(msg, false)
+                    .map_err(|_| TrySendError::Full(msg));
             }
         }
         Err(TrySendError::Full(msg))
@@ -431,7 +433,7 @@ impl<T: Pod> Sender<T> {
             att.wait,
             deadline.into(),
             att.liveness,
-            || match self.attempt(msg) {
+            |last_look| match self.attempt(msg, last_look) {
                 Ok(()) => Attempt::Ready(true),
                 Err(b) => {
                     last.set(Some(b));
@@ -497,13 +499,13 @@ impl<T: Pod> Receiver<T> {
     mpmc_common!();
 
     #[inline]
-    fn attempt(&self) -> Result<T, Blocked> {
+    fn attempt(&self, confirm: bool) -> Result<T, Blocked> {
         // SAFETY: the ring hands us the payload of a slot it claimed for us and that
         // its producer published (Acquire): inside the mapping, aligned for T, not
         // written until we release it. T: Pod, so any bytes form a valid T.
         self.att
             .ring
-            .try_recv(self.att.me, |p| unsafe { p.cast::<T>().read() })
+            .try_recv(self.att.me, confirm, |p| unsafe { p.cast::<T>().read() })
     }
 
     /// Receives a message if one is there, without waiting.
@@ -512,7 +514,7 @@ impl<T: Pod> Receiver<T> {
     /// `Empty`, or `Disconnected` once every sender is gone and the ring is drained.
     #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        match self.attempt() {
+        match self.attempt(false) {
             Ok(v) => Ok(v),
             Err(b) => self.empty(b),
         }
@@ -522,7 +524,7 @@ impl<T: Pod> Receiver<T> {
     fn empty(&self, b: Blocked) -> Result<T, TryRecvError> {
         let probe = self.att.may_probe();
         if probe && self.att.clear_if_dead(b) {
-            if let Ok(v) = self.attempt() {
+            if let Ok(v) = self.attempt(false) {
                 return Ok(v);
             }
         }
@@ -537,7 +539,7 @@ impl<T: Pod> Receiver<T> {
     /// left at most torn slots, which are skipped).
     fn drain(&self) -> Option<T> {
         loop {
-            match self.attempt() {
+            match self.attempt(true) {
                 Ok(v) => return Some(v),
                 Err(b) => {
                     if b.claim().is_some() && self.att.clear_if_dead(b) {
@@ -585,7 +587,7 @@ impl<T: Pod> Receiver<T> {
             att.wait,
             deadline.into(),
             att.liveness,
-            || match self.attempt() {
+            |last_look| match self.attempt(last_look) {
                 Ok(v) => Attempt::Ready(Some(v)),
                 Err(b) => {
                     last.set(Some(b));

@@ -283,7 +283,15 @@ impl MpmcRing {
     /// # Errors
     /// `Blocked` when the ring is full: the slot of the next position still holds the
     /// previous lap (possibly a claim of a dead process, for the caller to check).
-    pub fn try_send(&self, me: Claimant, write: impl FnOnce(*mut u8)) -> Result<(), Blocked> {
+    ///
+    /// With `confirm`, "full" is decided on the latest value of the slot word (a
+    /// waiter about to sleep needs that; polling does not).
+    pub fn try_send(
+        &self,
+        me: Claimant,
+        confirm: bool,
+        write: impl FnOnce(*mut u8),
+    ) -> Result<(), Blocked> {
         let ctl = self.ctl();
         let mut write = Some(write);
         // Acquire pairs with the Release of whoever moved the hint.
@@ -342,8 +350,11 @@ impl MpmcRing {
                     pos.wrapping_add(1)
                 };
             } else if d == -1 {
-                // The previous lap is still in this slot: full.
-                return Err(Blocked { pos, word: cur });
+                // The previous lap is still in this slot: full (if `confirm`, as of the
+                // latest value of the word; else perhaps a stale view).
+                if !confirm || Self::is_latest(slot, cur) {
+                    return Err(Blocked { pos, word: cur });
+                }
             } else {
                 // The hint is far behind the slots (stale, or garbage): reload it.
                 let t = ctl.tail.pos.load(Ordering::Acquire);
@@ -362,9 +373,12 @@ impl MpmcRing {
     /// # Errors
     /// `Blocked` when the ring is empty: the slot of the next position is free, still
     /// being written (possibly by a dead process), or holds an older lap.
+    ///
+    /// With `confirm`, "empty" is decided on the latest value of the slot word.
     pub fn try_recv<R>(
         &self,
         me: Claimant,
+        confirm: bool,
         mut read: impl FnMut(*const u8) -> R,
     ) -> Result<R, Blocked> {
         let ctl = self.ctl();
@@ -426,8 +440,13 @@ impl MpmcRing {
                         Self::help(&ctl.head.pos, pos);
                         pos = pos.wrapping_add(1);
                     }
-                    // FREE or WRITING of this lap: nothing to read yet.
-                    _ => return Err(Blocked { pos, word: cur }),
+                    WRITING => return Err(Blocked { pos, word: cur }),
+                    // FREE of this lap: nothing written yet.
+                    _ => {
+                        if !confirm || Self::is_latest(slot, cur) {
+                            return Err(Blocked { pos, word: cur });
+                        }
+                    }
                 }
             } else if d > 0 {
                 // Already consumed (or skipped) and perhaps refilled: move on.
@@ -440,12 +459,27 @@ impl MpmcRing {
                 };
             } else {
                 // An older lap: the producers have not reached this position.
-                return Err(Blocked { pos, word: cur });
+                if !confirm || Self::is_latest(slot, cur) {
+                    return Err(Blocked { pos, word: cur });
+                }
             }
             if spins >= max_spins {
                 return Err(Blocked { pos, word: cur });
             }
         }
+    }
+
+    /// Whether `seen` is still the latest value of `word`. A plain load may return an
+    /// older value of the modification order; a read-modify-write reads the latest.
+    /// A waiter about to sleep must decide "empty"/"full" on the latest value: a stale
+    /// "empty" (say, a slot consumed and refilled since, seen as still free) would let
+    /// it sleep through a message whose producer had no reason to wake it.
+    #[cold]
+    fn is_latest(word: &AtomicU64, seen: u64) -> bool {
+        // AcqRel on success: as a load it acquires; storing the same value changes
+        // nothing. On failure the caller loops and loads the word again.
+        word.compare_exchange(seen, seen, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Clears the claim in `b` if `dead(claimant)` says its holder is gone: a dead
@@ -549,13 +583,13 @@ pub(crate) mod heap {
     /// Sends one u64 (test helper).
     pub fn push(r: &MpmcRing, me: Claimant, v: u64) -> Result<(), Blocked> {
         // SAFETY: the claimed slot's payload is 8 bytes, 8-aligned, ours until published.
-        r.try_send(me, |p| unsafe { p.cast::<u64>().write(v) })
+        r.try_send(me, true, |p| unsafe { p.cast::<u64>().write(v) })
     }
 
     /// Receives one u64 (test helper).
     pub fn pop(r: &MpmcRing, me: Claimant) -> Result<u64, Blocked> {
         // SAFETY: the claimed slot's payload is 8 bytes, 8-aligned, published.
-        r.try_recv(me, |p| unsafe { p.cast::<u64>().read() })
+        r.try_recv(me, true, |p| unsafe { p.cast::<u64>().read() })
     }
 }
 
@@ -650,7 +684,7 @@ mod tests {
         let h = HeapRing::new(2);
         let r = h.ring();
         let word = r.word(0);
-        let res = r.try_send(A, |_| {
+        let res = r.try_send(A, false, |_| {
             // While we write, someone declares us dead and skips the slot.
             let cur = word.load(Ordering::SeqCst);
             word.store(encode(SKIP, decode(cur).lap, NOBODY), Ordering::SeqCst);

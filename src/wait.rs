@@ -20,6 +20,17 @@
 //! the old value (store buffering) and the waiter would sleep on a message that is
 //! already there. The futex itself closes the last gap: `futex_wait` sleeps only if the
 //! word still holds `seen`, so a bump between step 3 and step 4 makes it return at once.
+//!
+//! # One wake-up in flight at a time
+//!
+//! A woken waiter takes tens of microseconds to run on these machines; until it does,
+//! `sleepers` still counts it, and a waker that made a `futex_wake` syscall for every
+//! message published meanwhile would spend its time in the kernel. So the word carries
+//! two flags (see [`PENDING`] and [`SKIPPED`]): a waker sets `PENDING` and makes the
+//! syscall only if `PENDING` was clear; otherwise it sets `SKIPPED` and returns. A
+//! waiter never sleeps on a word with a flag set: it first clears both flags
+//! (acknowledging the wake), and if `SKIPPED` was set it wakes every sleeper, since one
+//! of them may have slept through a skipped notification; then it looks again.
 
 use crate::futex::{self, Woke};
 use crate::layout::WaitWord;
@@ -69,6 +80,13 @@ impl WaitStrategy {
     }
 }
 
+/// Word flag: a wake-up was sent and no waiter has acknowledged it yet.
+pub(crate) const PENDING: u32 = 1;
+/// Word flag: a waker found `PENDING` set and did not wake anyone.
+pub(crate) const SKIPPED: u32 = 2;
+/// The rest of the word is an epoch, bumped by `notify_all`.
+const EPOCH: u32 = 4;
+
 /// Outcome of one attempt inside a blocking loop.
 pub(crate) enum Attempt<R> {
     /// Done (success or a terminal error such as disconnect).
@@ -94,21 +112,76 @@ pub(crate) fn notify(w: &WaitWord) {
     }
 }
 
-/// Bumps the word and wakes up to `n` sleepers (all, for disconnect).
+/// Sends a wake-up to `n` sleepers unless one is already in flight.
 #[cold]
 pub(crate) fn notify_slow(w: &WaitWord, n: u32) {
-    // Release: a waiter that reads the new value also sees what was published before.
-    w.word.fetch_add(1, Ordering::Release);
-    futex::wake(&w.word, n);
+    // One read-modify-write sets PENDING, or SKIPPED if PENDING was set already: an
+    // acknowledgement (which clears both) is then either before it (we see PENDING
+    // clear and wake) or after it (it sees SKIPPED and wakes everyone). Two separate
+    // RMWs would let an acknowledgement slip between them and a skip go unnoticed.
+    // AcqRel: a waiter that reads the flags also sees what was published before.
+    let mut old = w.word.load(Ordering::Relaxed);
+    loop {
+        let new = if old & PENDING == 0 {
+            old | PENDING
+        } else {
+            old | SKIPPED
+        };
+        match w
+            .word
+            .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => break,
+            Err(now) => old = now,
+        }
+    }
+    if old & PENDING == 0 {
+        futex::wake(&w.word, n);
+    }
 }
 
 /// Wakes every waiter on `w` unconditionally (disconnect, attach).
 pub(crate) fn notify_all(w: &WaitWord) {
     fence(Ordering::SeqCst);
-    notify_slow(w, u32::MAX);
+    // Release: waiters that see the new epoch see what we did before.
+    w.word.fetch_add(EPOCH, Ordering::Release);
+    futex::wake(&w.word, u32::MAX);
 }
 
-/// Runs `attempt` until it is ready, waiting on `w` between tries.
+/// Leaves the sleepers, acknowledging a wake-up in flight: a waiter that was counted
+/// may be the one a waker woke (or meant to), so it must not leave a flag behind that
+/// would make later wakers skip a sleeper. Clears the flags, and passes the wake-up on
+/// to every sleeper if a notification was skipped meanwhile.
+///
+/// Clearing also advances the epoch, so the word never goes back to a value a waiter
+/// may have read before the flag was set (an A-B-A there would let that waiter's
+/// `futex_wait` sleep through the notification).
+#[cold]
+fn leave(w: &WaitWord) {
+    w.sleepers.fetch_sub(1, Ordering::Relaxed);
+    // A read-modify-write, not a load: a load may return an older value and miss a
+    // flag set just now.
+    let mut old = w.word.fetch_or(0, Ordering::AcqRel);
+    while old & (PENDING | SKIPPED) != 0 {
+        let new = (old & !(PENDING | SKIPPED)).wrapping_add(EPOCH);
+        match w
+            .word
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                if old & SKIPPED != 0 {
+                    futex::wake(&w.word, u32::MAX);
+                }
+                return;
+            }
+            Err(now) => old = now,
+        }
+    }
+}
+
+/// Runs `attempt` until it is ready, waiting on `w` between tries. `attempt(true)`
+/// is the last look before sleeping: it must decide on the latest state (see
+/// `MpmcRing::is_latest`); `attempt(false)` is a poll and may see a stale state.
 ///
 /// `every_slice` runs at least every `slice` while waiting (also when busy-spinning):
 /// it is where the caller checks whether the peer is still alive, and it may end the
@@ -119,7 +192,7 @@ pub(crate) fn block_on<R>(
     strategy: WaitStrategy,
     deadline: Option<Instant>,
     slice: Duration,
-    mut attempt: impl FnMut() -> Attempt<R>,
+    mut attempt: impl FnMut(bool) -> Attempt<R>,
     mut every_slice: impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
     let start = Instant::now();
@@ -129,7 +202,7 @@ pub(crate) fn block_on<R>(
     // Phase 1: poll.
     let mut i: u32 = 0;
     loop {
-        if let Attempt::Ready(r) = attempt() {
+        if let Attempt::Ready(r) = attempt(false) {
             return Ok(r);
         }
         i = i.wrapping_add(1);
@@ -167,13 +240,19 @@ pub(crate) fn block_on<R>(
         w.sleepers.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let seen = w.word.load(Ordering::Acquire);
-        if let Attempt::Ready(r) = attempt() {
-            w.sleepers.fetch_sub(1, Ordering::Relaxed);
+        if seen & (PENDING | SKIPPED) != 0 {
+            // Never sleep on a flagged word (a waker would not wake us again): take
+            // the wake-up in flight, then register and look again.
+            leave(w);
+            continue;
+        }
+        if let Attempt::Ready(r) = attempt(true) {
+            leave(w);
             return Ok(r);
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            w.sleepers.fetch_sub(1, Ordering::Relaxed);
+            leave(w);
             return Err(TimedOut);
         }
         let mut timeout = next_slice.saturating_duration_since(now);
@@ -181,7 +260,7 @@ pub(crate) fn block_on<R>(
             timeout = timeout.min(d.saturating_duration_since(now));
         }
         let woke = futex::wait(&w.word, seen, Some(timeout.max(Duration::from_micros(1))));
-        w.sleepers.fetch_sub(1, Ordering::Relaxed);
+        leave(w);
         if matches!(woke, Woke::TimedOut) || Instant::now() >= next_slice {
             next_slice = Instant::now() + slice;
             if let Some(r) = every_slice() {

@@ -522,16 +522,10 @@ fn open_with_field(name: &str, offset: u64, value: &[u8]) -> OpenError {
 #[test]
 fn other_flavor_is_flavor_mismatch_unknown_flavor_is_corrupt() {
     let (guard, name) = ShmGuard::fresh("att-flavor");
-    // u64 messages: an MPMC segment would have the same slot geometry, so only the
-    // flavor differs.
     make_kept_channel(&name, 8);
-    match open_with_field(&name, OFF_FLAVOR, &2u32.to_ne_bytes()) {
-        OpenError::FlavorMismatch { found, expected } => {
-            assert_eq!((found, expected), ("mpmc", "spsc"));
-        }
-        other => panic!("{other:?}"),
-    }
-    for unknown in [0u32, 3, 7, u32::MAX] {
+    // A flavor that contradicts the slot geometry (MPMC slots are laid out
+    // differently) is a corrupt header, not another flavor.
+    for unknown in [0u32, 2, 3, 7, u32::MAX] {
         let e = open_with_field(&name, OFF_FLAVOR, &unknown.to_ne_bytes());
         assert!(
             matches!(e, OpenError::Corrupt(_)),
@@ -541,9 +535,26 @@ fn other_flavor_is_flavor_mismatch_unknown_flavor_is_corrupt() {
     // Put back, it opens.
     write_at(&name, OFF_FLAVOR, &1u32.to_ne_bytes());
     drop(Receiver::<u64>::open(&name).expect("open repaired"));
+    // Through the API: each flavor refuses the other.
+    match shmchan::mpmc::Receiver::<u64>::open(&name) {
+        Err(OpenError::FlavorMismatch { found, expected }) => {
+            assert_eq!((found, expected), ("spsc", "mpmc"));
+        }
+        other => panic!("{other:?}"),
+    }
     shmchan::remove(&name).expect("remove");
+    let (guard2, name2) = ShmGuard::fresh("att-flavor-mpmc");
+    let mpmc = shmchan::mpmc::Sender::<u64>::create(&name2, 8).expect("create mpmc");
+    match Receiver::<u64>::open(&name2) {
+        Err(OpenError::FlavorMismatch { found, expected }) => {
+            assert_eq!((found, expected), ("mpmc", "spsc"));
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(mpmc);
     drop(guard);
-    common::assert_shm_gone(&[&name]);
+    drop(guard2);
+    common::assert_shm_gone(&[&name, &name2]);
 }
 
 #[test]

@@ -32,13 +32,19 @@ pub struct BenchArgs {
     /// Wait strategies for round trips: busy, spin (the default strategy), block.
     #[arg(long, value_delimiter = ',', default_value = "busy,spin")]
     modes: Vec<String>,
-    /// What to run: rtt, stream, idle, baselines.
+    /// What to run: rtt, stream, idle, baselines, mpmc.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rtt,stream,idle,baselines"
+        default_value = "rtt,stream,idle,baselines,mpmc"
     )]
     only: Vec<String>,
+    /// Producer and consumer process counts for the MPMC runs (every combination).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    mpmc_counts: Vec<usize>,
+    /// Messages per MPMC run.
+    #[arg(long, default_value_t = 2_000_000)]
+    mpmc_msgs: u64,
     /// Timed round trips per measurement (a tenth for 64 KiB messages).
     #[arg(long, default_value_t = 20_000)]
     iters: usize,
@@ -67,6 +73,8 @@ struct Record {
     gb_per_s: Option<f64>,
     cpu_ns_per_msg: Option<f64>,
     idle_cpu_pct: Option<f64>,
+    /// MPMC: (producers, consumers, ArrayQueue msgs/s in the same run).
+    mpmc: Option<(usize, usize, f64)>,
     flag: Option<String>,
 }
 
@@ -118,6 +126,12 @@ impl Record {
             if let Some(x) = x {
                 v[k] = json!(x);
             }
+        }
+        if let Some((p, c, aq)) = self.mpmc {
+            v["producers"] = json!(p);
+            v["consumers"] = json!(c);
+            v["arrayqueue_msgs_per_s"] = json!(aq);
+            v["ratio_to_arrayqueue"] = json!(self.msgs_per_s.unwrap_or(0.0) / aq.max(1.0));
         }
         if let Some(f) = &self.flag {
             v["flag"] = json!(f);
@@ -575,6 +589,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if want("idle") {
         steps += 4;
     }
+    if want("mpmc") {
+        steps += (args.mpmc_counts.len() * args.mpmc_counts.len()) as u64;
+    }
     if want("baselines") {
         steps += args.sizes.len() as u64 * 2 + 1;
     }
@@ -650,6 +667,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 recs.push(with_floor(|| measure_idle::<1>(mode, gap, count))?);
                 pb.inc(1);
             }
+        }
+    }
+    if want("mpmc") {
+        let res = crate::mpmc_bench::run(&args.mpmc_counts, args.mpmc_msgs, |m| {
+            pb.set_message(m.to_owned());
+            pb.inc(1);
+        })?;
+        for r in res {
+            recs.push(Record {
+                bench: "mpmc",
+                size: 8,
+                mode: format!("{}x{}", r.producers, r.consumers),
+                msgs_per_s: Some(r.shmchan_msgs_per_s),
+                gb_per_s: Some(r.shmchan_msgs_per_s * 8.0 / 1e9),
+                mpmc: Some((r.producers, r.consumers, r.arrayqueue_msgs_per_s)),
+                ..Default::default()
+            });
         }
     }
     pb.finish_and_clear();
@@ -746,15 +780,19 @@ fn print_tables(recs: &[Record], cpus: usize) {
         println!();
         println!(
             "{:<9} {:>6} {:<11} {:>12} {:>9} {:>12} {:>9}",
-            "throughput", "size", "mode", "msgs/s", "GB/s", "cpu ns/msg", "x memcpy"
+            "throughput", "size", "mode", "msgs/s", "GB/s", "cpu ns/msg", "ratio"
         );
         for r in recs.iter().filter(|r| r.gb_per_s.is_some()) {
             let memcpy = recs
                 .iter()
                 .find(|m| m.bench == "memcpy" && m.size == r.size)
                 .and_then(|m| m.gb_per_s);
-            let vs = match (r.bench, memcpy, r.gb_per_s) {
-                ("stream", Some(m), Some(g)) => format!("{:.2}", g / m),
+            let vs = match (r.bench, memcpy, r.gb_per_s, r.mpmc) {
+                ("stream", Some(m), Some(g), _) => format!("{:.2} x memcpy", g / m),
+                (_, _, _, Some((_, _, aq))) => format!(
+                    "{:.2} x ArrayQueue",
+                    r.msgs_per_s.unwrap_or(0.0) / aq.max(1.0)
+                ),
                 _ => "-".into(),
             };
             println!(

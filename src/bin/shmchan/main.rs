@@ -10,6 +10,7 @@
 mod admin;
 mod baselines;
 mod bench;
+mod mpmc_bench;
 mod svg;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
     // Re-executed copies of this binary serve as the second process of a benchmark.
     baselines::maybe_run_child();
     bench::maybe_run_child();
+    mpmc_bench::maybe_run_child();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Ls { json } => admin::ls(json),
