@@ -27,8 +27,9 @@
 //! # Guarantees
 //!
 //! - A message whose `send` returned `Ok` is received exactly once, unless the
-//!   receiver's process dies between copying it out and releasing its slot (then it
-//!   is delivered again to the next receiver).
+//!   receiver's process dies between copying it out and releasing its slot: an SPSC
+//!   channel then delivers it again to the next receiver, an MPMC channel drops it
+//!   (the survivors cannot know whether the dead process acted on it).
 //! - A process killed at any instruction never makes another read a half-written
 //!   message, and never wedges the channel: a dead peer is noticed within the
 //!   [liveness interval](Options::liveness_interval) by anyone waiting on it.

@@ -64,7 +64,7 @@ impl Attachment {
             .ok_or(OpenError::TooManyPeers(peers.len() as u32))?;
         if let Some(old) = claim.took_over {
             // The dead holder we replaced was counted in its role's hint.
-            Self::count(&shared, old).fetch_sub(1, Ordering::Relaxed);
+            Self::uncount(Self::count(&shared, old));
         }
         Self::count(&shared, role as u32).fetch_add(1, Ordering::Relaxed);
         let attaches = match role {
@@ -83,6 +83,10 @@ impl Attachment {
             peer: claim.index as u8,
             generation: claim.generation & GEN_MASK,
         };
+        // Claims are tagged with 13 generation bits; a claim a dead holder of this entry
+        // left behind could match ours by chance and then never be cleared. Nobody but
+        // us can make claims under this index now, so any claim there is stale.
+        ring.clear_claims_of(me.peer);
         let epoch = Instant::now();
         Ok(Arc::new(Attachment {
             shared,
@@ -106,10 +110,14 @@ impl Attachment {
         }
     }
 
+    /// Decrements a hint, never below zero (a holder killed between claiming its
+    /// entry and counting itself is reaped without having been counted).
+    fn uncount(c: &AtomicU32) {
+        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
     fn reaped(&self) -> impl FnMut(u32) + '_ {
-        |role| {
-            Self::count(&self.shared, role).fetch_sub(1, Ordering::Relaxed);
-        }
+        |role| Self::uncount(Self::count(&self.shared, role))
     }
 
     /// Whether a liveness probe (syscalls) may run now; at most one per interval per
@@ -193,7 +201,7 @@ impl Drop for Attachment {
                 )
                 .is_ok()
             {
-                Self::count(&self.shared, self.role as u32).fetch_sub(1, Ordering::Relaxed);
+                Self::uncount(Self::count(&self.shared, self.role as u32));
             }
         }
         wait::notify_all(&hdr.ring.not_empty.w);

@@ -482,6 +482,26 @@ impl MpmcRing {
             .is_ok()
     }
 
+    /// Clears every claim that names peer-table entry `peer`: called by a process that
+    /// has just taken that entry, when no claim under its index can be live (its
+    /// previous holder left or died). Without this, a claim of a dead holder whose
+    /// generation bits happen to match the new holder's would look live forever.
+    /// Returns how many claims it cleared.
+    pub fn clear_claims_of(&self, peer: u8) -> usize {
+        let mut cleared = 0;
+        for pos in 0..self.capacity() {
+            let cur = self.word(pos).load(Ordering::Acquire);
+            let w = decode(cur);
+            if matches!(w.state, WRITING | READING)
+                && w.who.peer == peer
+                && self.clear_dead_claim(Blocked { pos, word: cur }, |_| true)
+            {
+                cleared += 1;
+            }
+        }
+        cleared
+    }
+
     /// Clears the claim in `b` if `dead(claimant)` says its holder is gone: a dead
     /// writer's slot becomes SKIP (its torn message is dropped), a dead reader's slot
     /// becomes FREE for the next lap (it held that message). Returns whether it
