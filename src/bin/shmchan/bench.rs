@@ -203,7 +203,8 @@ pub fn maybe_run_child() {
         let wait = strategy(&mode)?;
         match role.as_str() {
             "echo" => with_words!(size, child_echo(&base, wait)),
-            "sink" => with_words!(size, child_sink(&base, wait)),
+            "sink" => with_words!(size, child_sink(&base, wait, false)),
+            "sinkb" => with_words!(size, child_sink(&base, wait, true)),
             r => Err(format!("unknown role {r}").into()),
         }
     })();
@@ -242,14 +243,22 @@ fn child_echo<const W: usize>(base: &str, wait: WaitStrategy) -> Result<()> {
 
 /// Sink: read every word of each message until the END marker, then answer with the
 /// checksum of everything.
-fn child_sink<const W: usize>(base: &str, wait: WaitStrategy) -> Result<()> {
+fn child_sink<const W: usize>(base: &str, wait: WaitStrategy, batch: bool) -> Result<()> {
     let (mut rx, mut tx) = child_ends::<W>(base, wait)?;
     let mut total = 0u64;
-    let mut buf = vec![[0u64; W]; if W <= 8 { 64 } else { 1 }];
+    let mut buf = vec![[0u64; W]; if batch { 64 } else { 1 }];
     loop {
-        if W <= 8 {
-            // Small messages: take whatever is there in one batch.
-            let n = match rx.try_recv_batch(&mut buf) {
+        if batch || W <= 8 {
+            // Small messages: take whatever is there (in one batch, or one by one).
+            let got = if batch {
+                rx.try_recv_batch(&mut buf)
+            } else {
+                rx.try_recv().map(|m| {
+                    buf[0] = m;
+                    1
+                })
+            };
+            let n = match got {
                 Ok(n) => n,
                 Err(shmchan::TryRecvError::Empty) => {
                     std::hint::spin_loop();
@@ -421,9 +430,10 @@ fn stream_msgs(args: &BenchArgs, size: usize) -> usize {
         .unwrap_or(((256usize << 20) / size).clamp(10_000, 4_000_000))
 }
 
-fn measure_stream<const W: usize>(n: usize) -> Result<Record> {
+fn measure_stream<const W: usize>(n: usize, batch: bool) -> Result<Record> {
     // Streaming is about throughput: both sides poll.
-    let mut pair = Pair::<W>::start("sink", "busy", WaitStrategy::BusySpin)?;
+    let role = if batch { "sinkb" } else { "sink" };
+    let mut pair = Pair::<W>::start(role, "busy", WaitStrategy::BusySpin)?;
     // Warm up the child and the pages.
     pair.send_fill(1)?;
     pair.send_fill(END)?;
@@ -431,7 +441,7 @@ fn measure_stream<const W: usize>(n: usize) -> Result<Record> {
     let (p0, c0) = (cpu_ns(std::process::id()), cpu_ns(pair.child_pid()));
     let t0 = Instant::now();
     let mut expect = 0u64;
-    if W <= 8 {
+    if batch {
         let mut batch = [[0u64; W]; 64];
         let mut i = 0u64;
         while i < n as u64 {
@@ -449,7 +459,13 @@ fn measure_stream<const W: usize>(n: usize) -> Result<Record> {
             }
             i += k as u64;
         }
+    } else if W <= 8 {
+        // Small messages by value, one send each.
+        for i in 0..n as u64 {
+            pair.tx.send([i; W]).map_err(|_| "child went away")?;
+        }
     } else {
+        // Larger messages built in place (zero copy), one loan each.
         for i in 0..n as u64 {
             pair.send_fill(i)?;
         }
@@ -469,7 +485,7 @@ fn measure_stream<const W: usize>(n: usize) -> Result<Record> {
     Ok(Record {
         bench: "stream",
         size: W * 8,
-        mode: if W <= 8 {
+        mode: if batch {
             "busy+batch".into()
         } else {
             "busy".into()
@@ -649,7 +665,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &size in &args.sizes {
             pb.set_message(format!("stream {size} B"));
             let n = stream_msgs(args, size);
-            recs.push(with_floor(|| with_words!(size, measure_stream(n)))?);
+            recs.push(with_floor(|| with_words!(size, measure_stream(n, false)))?);
+            if size <= 64 {
+                recs.push(with_floor(|| with_words!(size, measure_stream(n, true)))?);
+            }
             pb.inc(1);
             if size >= 1024 {
                 recs.push(memcpy_gbps(size));
