@@ -110,6 +110,8 @@ pub(crate) struct WaitWord {
     pub word: AtomicU32,
     /// Waiters that announced themselves and may be inside `futex_wait`.
     pub sleepers: AtomicU32,
+    /// Which barrier wakers use: `membarrier::FENCE` or `membarrier::ASYMMETRIC`.
+    pub mode: AtomicU32,
 }
 
 /// One 128-byte line holding a position.
@@ -205,9 +207,10 @@ mod asserts {
     const_assert_eq!(offset_of!(Config, msg_kind), 84);
     const_assert_eq!(offset_of!(Config, peer_generation), 88);
 
-    const_assert_eq!(size_of::<WaitWord>(), 8);
+    const_assert_eq!(size_of::<WaitWord>(), 12);
     const_assert_eq!(offset_of!(WaitWord, word), 0);
     const_assert_eq!(offset_of!(WaitWord, sleepers), 4);
+    const_assert_eq!(offset_of!(WaitWord, mode), 8);
     const_assert_eq!(size_of::<PosLine>(), 128);
     const_assert_eq!(size_of::<WaitLine>(), 128);
     const_assert_eq!(size_of::<RingCtl>(), 512);
@@ -307,7 +310,16 @@ impl Geometry {
         } else {
             align
         };
-        let slot_size = round_up(raw, stride).ok_or(OpenError::TooLarge)?;
+        let mut slot_size = round_up(raw, stride).ok_or(OpenError::TooLarge)?;
+        // No slot may straddle a cache line boundary: a slot of up to a line is a power
+        // of two (several per line, none across two), a larger one whole lines. Else the
+        // producer writing one slot and the consumer reading its neighbour would share
+        // a line for every message.
+        slot_size = if slot_size <= 64 {
+            slot_size.next_power_of_two()
+        } else {
+            round_up(slot_size, 64).ok_or(OpenError::TooLarge)?
+        };
         if slot_size > MAX_SLOT_SIZE || msg_size > u32::MAX as u64 {
             return Err(OpenError::TooLarge);
         }
@@ -458,7 +470,11 @@ mod tests {
         let g = Geometry::new(FLAVOR_SPSC, KIND_TYPED, 1, 0, 1).unwrap();
         assert_eq!(g.slot_size, 4);
         let g = Geometry::new(FLAVOR_SPSC, KIND_BYTES, 4, 100, 1).unwrap();
-        assert_eq!((g.payload_offset, g.slot_size), (8, 108));
+        assert_eq!((g.payload_offset, g.slot_size), (8, 128));
+        let g = Geometry::new(FLAVOR_SPSC, KIND_TYPED, 4, 20, 4).unwrap();
+        assert_eq!((g.payload_offset, g.slot_size), (4, 32));
+        let g = Geometry::new(FLAVOR_SPSC, KIND_TYPED, 4, 64, 8).unwrap();
+        assert_eq!((g.payload_offset, g.slot_size), (8, 128));
         let g = Geometry::new(FLAVOR_SPSC, KIND_TYPED, 2, 64, 64).unwrap();
         assert_eq!((g.payload_offset, g.slot_size), (64, 128));
         assert_eq!(g.total_len, 8192);

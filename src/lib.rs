@@ -56,6 +56,7 @@ mod inspect;
 mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod membarrier;
 #[cfg(not(loom))]
 mod mpmc_channel;
 mod mpmc_ring;

@@ -10,6 +10,7 @@ use crate::layout::{
     self, ConfigSnapshot, FLAVOR_MPMC, FLAVOR_SPSC, Geometry, HEADER_SIZE, Header, INIT_CREATING,
     INIT_READY, KIND_BYTES, MAX_PEERS, MAX_TOTAL,
 };
+use crate::membarrier::{ASYMMETRIC, FENCE};
 use crate::options::{CreateMode, Options};
 use crate::segment::{self, Segment};
 use crate::sync::Ordering;
@@ -123,6 +124,22 @@ impl Shared {
             (&raw mut (*c).created_at_ns).write(created_at);
             (&raw mut (*c).payload_offset).write(geo.payload_offset as u32);
             (&raw mut (*c).msg_kind).write(geo.kind);
+            // Wakers skip the CPU fence if every attached process can use membarrier;
+            // this one can, so start asymmetric (an opener that cannot downgrades).
+            if crate::membarrier::register() {
+                (*hdr)
+                    .ring
+                    .not_empty
+                    .w
+                    .mode
+                    .store(ASYMMETRIC, Ordering::Relaxed);
+                (*hdr)
+                    .ring
+                    .not_full
+                    .w
+                    .mode
+                    .store(ASYMMETRIC, Ordering::Relaxed);
+            }
             // Release: an opener that Acquire-loads READY sees every field above.
             (*c).init_state.store(INIT_READY, Ordering::Release);
         }
@@ -212,6 +229,13 @@ impl Shared {
             });
         }
         check_wanted(&snap, &geo, opts, want)?;
+        if !crate::membarrier::register() {
+            // We cannot do our waiters' half of the asymmetric protocol: everyone fences.
+            // SAFETY: the header is mapped (checked above) and its wait words are atomics.
+            let h = unsafe { &*hdr };
+            h.ring.not_empty.w.mode.store(FENCE, Ordering::Relaxed);
+            h.ring.not_full.w.mode.store(FENCE, Ordering::Relaxed);
+        }
         Ok(Shared {
             seg,
             geo,

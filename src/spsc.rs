@@ -353,6 +353,7 @@ pub(crate) mod heap {
                     w: WaitWord {
                         word: AtomicU32::new(0),
                         sleepers: AtomicU32::new(0),
+                        mode: AtomicU32::new(0),
                     },
                 };
                 let ctl = Box::new(RingCtl {

@@ -105,7 +105,7 @@ pub(crate) struct TimedOut;
 /// publication before the load of `sleepers`.
 #[inline]
 pub(crate) fn notify(w: &WaitWord) {
-    fence(Ordering::SeqCst);
+    crate::membarrier::light(w);
     // Relaxed is enough: the fence above already orders this load after the publication.
     if w.sleepers.load(Ordering::Relaxed) > 0 {
         notify_slow(w, 1);
@@ -238,7 +238,7 @@ pub(crate) fn block_on<R>(
         // Announce ourselves before the last look, so that a waker either sees us or we
         // see its publication (fence W; see the module docs).
         w.sleepers.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        crate::membarrier::heavy(w);
         let seen = w.word.load(Ordering::Acquire);
         if seen & (PENDING | SKIPPED) != 0 {
             // Never sleep on a flagged word (a waker would not wake us again): take

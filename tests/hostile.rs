@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 /// Capacity of the channels under attack.
 const CAP: usize = 64;
 /// Bytes per slot of an SPSC `Msg` channel: u32 sequence word, padded to the message's
-/// 8-byte alignment, then the 40-byte message (see `Geometry` in src/layout.rs).
-const MSG_SLOT_SIZE: usize = 48;
+/// 8-byte alignment, then the 40-byte message: 48, rounded to a power of two so that
+/// no slot straddles a cache line (see `Geometry` in src/layout.rs).
+const MSG_SLOT_SIZE: usize = 64;
 /// Longest message of the byte channel under attack.
 const MAX_LEN: usize = 61;
-/// Bytes per slot of that byte channel: u32 sequence word, u32 length, 61 bytes,
-/// rounded up to 4.
-const BYTE_SLOT_SIZE: usize = 72;
+/// Bytes per slot of that byte channel: u32 sequence word, u32 length, 61 bytes (69),
+/// rounded up to whole cache lines.
+const BYTE_SLOT_SIZE: usize = 128;
 /// How long each side works under attack.
 const ATTACK: Duration = Duration::from_millis(1500);
 /// Offsets in the header (src/layout.rs).
