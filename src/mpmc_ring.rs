@@ -616,6 +616,9 @@ pub(crate) mod heap {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    /// Rounds of the model tests: fewer under miri, which runs them 1000x slower.
+    const ROUNDS: u64 = if cfg!(miri) { 60 } else { 2000 };
+
     use super::heap::*;
     use super::*;
     use std::collections::VecDeque;
@@ -645,7 +648,7 @@ mod tests {
         let r = h.ring();
         let mut model = VecDeque::new();
         let mut next = 0;
-        for round in 0..2000u64 {
+        for round in 0..ROUNDS {
             for _ in 0..(round % 7) {
                 let ok = push(&r, A, next).is_ok();
                 assert_eq!(ok, model.len() < 4, "round {round}");
@@ -721,7 +724,7 @@ mod tests {
         let h = HeapRing::new(4);
         let r = h.ring();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..2000 {
+        for _ in 0..ROUNDS {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;

@@ -413,6 +413,9 @@ pub(crate) mod heap {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    /// Rounds of the model tests: fewer under miri, which runs them 1000x slower.
+    const ROUNDS: u64 = if cfg!(miri) { 60 } else { 2000 };
+
     use super::heap::*;
     use super::*;
     use std::collections::VecDeque;
@@ -424,7 +427,7 @@ mod tests {
         let c = Consumer::attach(h.ring());
         let mut model = VecDeque::new();
         let mut next = 0u64;
-        for round in 0..1000u64 {
+        for round in 0..ROUNDS {
             for _ in 0..(round % 6) {
                 let ok = push(&p, next);
                 assert_eq!(ok, model.len() < 4);

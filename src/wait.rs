@@ -261,6 +261,11 @@ pub(crate) fn block_on<R>(
         }
         let woke = futex::wait(&w.word, seen, Some(timeout.max(Duration::from_micros(1))));
         leave(w);
+        // Woken (or timed out): look before paying for another announcement and
+        // barrier; after a wake-up the message is usually there.
+        if let Attempt::Ready(r) = attempt(false) {
+            return Ok(r);
+        }
         if matches!(woke, Woke::TimedOut) || Instant::now() >= next_slice {
             next_slice = Instant::now() + slice;
             if let Some(r) = every_slice() {

@@ -273,6 +273,47 @@ pub(crate) fn futex_rtt(iters: usize) -> io::Result<RttSamples> {
     Ok(RttSamples { ns: samples })
 }
 
+/// Raw futex wake-up after idleness: the same child as [`futex_rtt`] sleeps in
+/// `futex_wait`; every `gap` the parent stores a new value, calls `futex_wake`, and
+/// polls for the answer. This is the shape of shmchan's idle wake-up measurement
+/// (one sleeping side woken, the other polling), with nothing but the futex in it.
+/// (The child's own `futex_wake` of the answer finds no sleeper: a few hundred ns.)
+pub(crate) fn futex_idle(gap: Duration, count: usize) -> io::Result<RttSamples> {
+    refuse_nested()?;
+    let plan = CpuPlan::choose();
+    let (mut name, map) = ShmMap::create("futexidle")?;
+    let shm = map.get();
+    let mut child = spawn_child(
+        &plan.child_spec("futex", &name.name),
+        Stdio::null(),
+        Stdio::null(),
+    )?;
+    let _affinity = AffinityGuard::pin(plan.parent)?;
+    wait_ready(shm, &mut child)?;
+    name.unlink()?;
+    let yield_mask = plan.yield_mask();
+    let mut samples = Vec::with_capacity(count);
+    let mut seq = 0u32;
+    for _ in 0..count {
+        std::thread::sleep(gap);
+        seq = next_seq32(seq);
+        let t0 = Instant::now();
+        // Release: pairs with the child's Acquire load after its wait.
+        shm.fping.0.store(seq, Ordering::Release);
+        futex::wake(&shm.fping.0, futex::Flags::empty(), 1)?;
+        spin_until(
+            || shm.fpong.0.load(Ordering::Acquire) == seq,
+            yield_mask,
+            || child.check_alive(),
+        )?;
+        samples.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+    shm.fping.0.store(STOP32, Ordering::Release);
+    futex::wake(&shm.fping.0, futex::Flags::empty(), 1)?;
+    child.finish()?;
+    Ok(RttSamples { ns: samples })
+}
+
 /// Hidden child entry point; the CLI's `main()` must call this first thing.
 ///
 /// If this process was started by one of the baselines above (environment

@@ -51,9 +51,15 @@ pub struct BenchArgs {
     /// Messages per streaming run (default: 256 MiB worth, 10 thousand to 4 million).
     #[arg(long)]
     stream_msgs: Option<usize>,
+    /// Repeat everything this many times; tables then show the median (min-max).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Print JSON (stable keys) instead of tables.
     #[arg(long)]
     json: bool,
+    /// Print the README's results table (Markdown) instead of the full tables.
+    #[arg(long)]
+    markdown: bool,
     /// Write the round-trip latency CDFs to this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -67,6 +73,8 @@ struct Record {
     mode: String,
     floor_before: u64,
     floor_after: u64,
+    /// p99.9 of the floor probes (mean of before and after).
+    floor_p999: u64,
     /// Sorted round-trip samples (ns), if a latency measurement.
     samples: Vec<u64>,
     msgs_per_s: Option<f64>,
@@ -103,6 +111,7 @@ impl Record {
             "floor_ns": self.floor(),
             "floor_before_ns": self.floor_before,
             "floor_after_ns": self.floor_after,
+            "floor_p999_ns": self.floor_p999,
         });
         if let Some(h) = self.hist() {
             let q = |x: f64| h.value_at_quantile(x);
@@ -570,11 +579,13 @@ fn baseline_record(bench: &'static str, size: usize, s: RttSamples) -> Record {
 fn with_floor(mut f: impl FnMut() -> Result<Record>) -> Result<Record> {
     let mut last = None;
     for _ in 0..3 {
-        let before = baselines::floor_probe(FLOOR_ITERS)?.median();
+        let fb = baselines::floor_probe(FLOOR_ITERS)?;
         let mut r = f()?;
-        let after = baselines::floor_probe(FLOOR_ITERS)?.median();
+        let fa = baselines::floor_probe(FLOOR_ITERS)?;
+        let (before, after) = (fb.median(), fa.median());
         r.floor_before = before;
         r.floor_after = after;
+        r.floor_p999 = (fb.percentile(99.9) + fa.percentile(99.9)) / 2;
         let spread = before.max(after) as f64 / before.min(after).max(1) as f64;
         if spread <= FLOOR_TOLERANCE {
             return Ok(r);
@@ -589,10 +600,53 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for m in &args.modes {
         strategy(m)?;
     }
-    let want = |what: &str| args.only.iter().any(|o| o == what);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    // The parent on CPU 0, every child on CPU 1.
+    let _ = baselines::pin_to_cpu(0);
+    let mut runs = Vec::new();
+    for run in 0..args.runs.max(1) {
+        if args.runs > 1 {
+            eprintln!("run {}/{}", run + 1, args.runs);
+        }
+        runs.push(run_once(args)?);
+    }
+    let recs: Vec<Record> = runs.iter().flatten().cloned().collect();
+    if let Some(path) = &args.plot {
+        let series: Vec<(String, Vec<u64>)> = runs[0]
+            .iter()
+            .filter(|r| !r.samples.is_empty())
+            .map(|r| {
+                (
+                    format!("{} {} B {}", r.bench, r.size, r.mode),
+                    r.samples.clone(),
+                )
+            })
+            .collect();
+        std::fs::write(path, svg::cdf("shmchan bench: round-trip CDF", &series))?;
+    }
+    if args.json {
+        let out = json!({
+            "machine": { "cpus": cpus, "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
+            "runs": args.runs.max(1),
+            "records": runs.iter().enumerate().flat_map(|(i, rs)| rs.iter().map(move |r| {
+                let mut v = r.json();
+                v["run"] = json!(i);
+                v
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if args.markdown {
+        print_markdown(&runs, cpus);
+    } else {
+        print_tables(&recs, cpus);
+    }
+    Ok(())
+}
+
+fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
+    let want = |what: &str| args.only.iter().any(|o| o == what);
 
     // Plan the steps, for the progress bar.
     let mut steps = 0u64;
@@ -603,7 +657,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         steps += args.sizes.len() as u64 * 2;
     }
     if want("idle") {
-        steps += 4;
+        steps += 6;
     }
     if want("mpmc") {
         steps += (args.mpmc_counts.len() * args.mpmc_counts.len()) as u64;
@@ -687,6 +741,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 pb.inc(1);
             }
         }
+        for (gap, count, bench) in [
+            (Duration::from_millis(1), 300, "futex_idle1ms"),
+            (Duration::from_millis(10), 60, "futex_idle10ms"),
+        ] {
+            pb.set_message(format!("raw futex wake-up {gap:?}"));
+            recs.push(with_floor(|| {
+                let mut r = baseline_record(bench, 0, baselines::futex_idle(gap, count)?);
+                r.mode = "raw".into();
+                Ok(r)
+            })?);
+            pb.inc(1);
+        }
     }
     if want("mpmc") {
         let res = crate::mpmc_bench::run(&args.mpmc_counts, args.mpmc_msgs, |m| {
@@ -706,30 +772,212 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
+    Ok(recs)
+}
 
-    if let Some(path) = &args.plot {
-        let series: Vec<(String, Vec<u64>)> = recs
+/// Median, min and max of `v` (empty: zeros).
+fn mmm(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// The README's results table: each ratio is taken within one run (against that run's
+/// floor probe or baseline), then summarised over the runs as median (min-max).
+fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
+    let find = |rs: &'_ [Record], bench: &str, size: usize, mode: &str| -> Option<Record> {
+        rs.iter()
+            .find(|r| r.bench == bench && r.size == size && (mode.is_empty() || r.mode == mode))
+            .cloned()
+    };
+    let p = |r: &Record, q: f64| {
+        r.hist()
+            .map(|h| h.value_at_quantile(q) as f64)
+            .unwrap_or(0.0)
+    };
+    let fmt = |(m, lo, hi): (f64, f64, f64), d: usize| format!("{m:.d$} ({lo:.d$}-{hi:.d$})");
+    let n = runs.len();
+    println!(
+        "Measured by `shmchan bench --runs {n} --markdown` on {cpus} CPUs; each cell is the median over {n} runs (min-max). Ratios are taken within a run: to the floor probe taken right before and after that line, or to a baseline of the same run."
+    );
+    println!();
+    println!("| measurement | value | ratio | goal |");
+    println!("|---|---|---|---|");
+    let floor = mmm(runs
+        .iter()
+        .flat_map(|rs| rs.iter())
+        .filter(|r| r.floor() > 0)
+        .map(|r| r.floor() as f64)
+        .collect());
+    println!(
+        "| floor probe: one cache line each way, p50 | {} ns | 1 | |",
+        fmt(floor, 0)
+    );
+    for (size, mode, goal) in [
+        (8usize, "busy", "≤ 1.10 × floor"),
+        (8, "spin", "≤ 1.3 × floor"),
+        (64, "busy", ""),
+        (1024, "busy", ""),
+        (65536, "busy", ""),
+    ] {
+        let rs: Vec<Record> = runs
             .iter()
-            .filter(|r| !r.samples.is_empty())
-            .map(|r| {
-                (
-                    format!("{} {} B {}", r.bench, r.size, r.mode),
-                    r.samples.clone(),
-                )
+            .filter_map(|rs| find(rs, "rtt", size, mode))
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let v = mmm(rs.iter().map(|r| p(r, 0.5)).collect());
+        let ratio = mmm(rs
+            .iter()
+            .map(|r| p(r, 0.5) / r.floor().max(1) as f64)
+            .collect());
+        println!(
+            "| round trip {size} B, {mode}, p50 | {} ns | {} × floor | {goal} |",
+            fmt(v, 0),
+            fmt(ratio, 2)
+        );
+        if size == 8 && mode == "busy" {
+            let v = mmm(rs.iter().map(|r| p(r, 0.999)).collect());
+            let ratio = mmm(rs
+                .iter()
+                .map(|r| p(r, 0.999) / r.floor_p999.max(1) as f64)
+                .collect());
+            println!(
+                "| round trip 8 B, busy, p99.9 | {} ns | {} × floor p99.9 | ≤ 1.5 |",
+                fmt(v, 0),
+                fmt(ratio, 2)
+            );
+        }
+        let unix: Vec<f64> = runs
+            .iter()
+            .filter_map(|rs| {
+                let s = find(rs, "rtt", size, mode)?;
+                let u = find(rs, "unix", size, "")?;
+                Some(p(&u, 0.5) / p(&s, 0.5).max(1.0))
             })
             .collect();
-        std::fs::write(path, svg::cdf("shmchan bench: round-trip CDF", &series))?;
+        if !unix.is_empty() && mode == "busy" {
+            println!(
+                "| Unix socket round trip {size} B, p50 | | {} × slower than shmchan | |",
+                fmt(mmm(unix), 0)
+            );
+        }
     }
-    if args.json {
-        let out = json!({
-            "machine": { "cpus": cpus, "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
-            "records": recs.iter().map(Record::json).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        print_tables(&recs, cpus);
+    for (bench, raw, gap) in [
+        ("idle1ms", "futex_idle1ms", "1 ms"),
+        ("idle10ms", "futex_idle10ms", "10 ms"),
+    ] {
+        for mode in ["spin", "block"] {
+            let pairs: Vec<(Record, Record)> = runs
+                .iter()
+                .filter_map(|rs| Some((find(rs, bench, 8, mode)?, find(rs, raw, 0, "")?)))
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let v = mmm(pairs.iter().map(|(s, _)| p(s, 0.5) / 1000.0).collect());
+            let ratio = mmm(pairs
+                .iter()
+                .map(|(s, r)| p(s, 0.5) / p(r, 0.5).max(1.0))
+                .collect());
+            let cpu = mmm(pairs.iter().filter_map(|(s, _)| s.idle_cpu_pct).collect());
+            println!(
+                "| idle wake-up after {gap}, {mode} wait, p50 (idle CPU {} %) | {} µs | {} × raw futex | ≤ 1.1 |",
+                fmt(cpu, 1),
+                fmt(v, 1),
+                fmt(ratio, 2)
+            );
+        }
     }
-    Ok(())
+    for (size, mode) in [
+        (8usize, "busy"),
+        (8, "busy+batch"),
+        (64, "busy+batch"),
+        (1024, "busy"),
+        (65536, "busy"),
+    ] {
+        let rs: Vec<Record> = runs
+            .iter()
+            .filter_map(|rs| find(rs, "stream", size, mode))
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let v = mmm(rs
+            .iter()
+            .filter_map(|r| r.msgs_per_s)
+            .map(|x| x / 1e6)
+            .collect());
+        let gb = mmm(rs.iter().filter_map(|r| r.gb_per_s).collect());
+        let memcpy: Vec<f64> = runs
+            .iter()
+            .filter_map(|rs| {
+                let s = find(rs, "stream", size, mode)?;
+                let m = find(rs, "memcpy", size, "")?;
+                Some(s.gb_per_s? / m.gb_per_s?)
+            })
+            .collect();
+        let (ratio, goal) = if memcpy.is_empty() {
+            (
+                "see `cargo bench --bench vs_rtrb`".to_owned(),
+                if size == 8 {
+                    "≥ 1 × rtrb (≥ 2 × batched)"
+                } else {
+                    ""
+                },
+            )
+        } else {
+            (
+                format!("{} × memcpy", fmt(mmm(memcpy), 2)),
+                if size == 65536 {
+                    "≥ 0.7 × memcpy"
+                } else {
+                    ""
+                },
+            )
+        };
+        println!(
+            "| streaming {size} B, {mode} | {} M msgs/s, {} GB/s | {ratio} | {goal} |",
+            fmt(v, 1),
+            fmt(gb, 2)
+        );
+    }
+    let mut counts: Vec<(usize, usize)> = runs
+        .first()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r.mpmc.map(|(p, c, _)| (p, c)))
+                .collect()
+        })
+        .unwrap_or_default();
+    counts.dedup();
+    for (pc, cc) in counts {
+        let rs: Vec<Record> = runs
+            .iter()
+            .filter_map(|rs| {
+                rs.iter()
+                    .find(|r| r.mpmc.is_some_and(|(p, c, _)| p == pc && c == cc))
+                    .cloned()
+            })
+            .collect();
+        let v = mmm(rs
+            .iter()
+            .filter_map(|r| r.msgs_per_s)
+            .map(|x| x / 1e6)
+            .collect());
+        let ratio = mmm(rs
+            .iter()
+            .filter_map(|r| Some(r.msgs_per_s? / r.mpmc?.2.max(1.0)))
+            .collect());
+        println!(
+            "| MPMC {pc} producer × {cc} consumer processes | {} M msgs/s | {} × crossbeam ArrayQueue (threads) | |",
+            fmt(v, 1),
+            fmt(ratio, 2)
+        );
+    }
 }
 
 fn print_tables(recs: &[Record], cpus: usize) {

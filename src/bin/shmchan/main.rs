@@ -11,6 +11,7 @@ mod admin;
 mod baselines;
 mod bench;
 mod mpmc_bench;
+mod soak;
 mod svg;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,8 @@ enum Cmd {
     },
     /// Measure round trips, throughput and wake-ups between two processes.
     Bench(bench::BenchArgs),
+    /// Crash soak: SIGKILL random producers/consumers for a while, verify exactly-once.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
     baselines::maybe_run_child();
     bench::maybe_run_child();
     mpmc_bench::maybe_run_child();
+    soak::maybe_run_child();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Ls { json } => admin::ls(json),
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             force,
         } => admin::rm(&names, stale, force),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Soak(args) => soak::run(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
