@@ -704,6 +704,61 @@ mod tests {
     }
 
     #[test]
+    fn threads_two_by_two_exactly_once() {
+        let per: u64 = if cfg!(miri) { 100 } else { 50_000 };
+        let h = std::sync::Arc::new(HeapRing::new(16));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let producers: Vec<_> = [A, B]
+            .into_iter()
+            .enumerate()
+            .map(|(k, me)| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        while push(&h.ring(), me, (k as u64) << 32 | i).is_err() {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2u8)
+            .map(|k| {
+                let (h, done) = (h.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let me = Claimant {
+                        peer: 10 + k,
+                        generation: 1,
+                    };
+                    let mut got = Vec::new();
+                    while done.load(std::sync::atomic::Ordering::Relaxed) < 2 * per {
+                        match pop(&h.ring(), me) {
+                            Ok(v) => {
+                                got.push(v);
+                                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(_) => std::hint::spin_loop(),
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let want: Vec<u64> = (0..2u64)
+            .flat_map(|k| (0..per).map(move |i| k << 32 | i))
+            .collect();
+        assert_eq!(all, want);
+    }
+
+    #[test]
     fn fenced_writer_does_not_publish() {
         let h = HeapRing::new(2);
         let r = h.ring();

@@ -444,6 +444,33 @@ mod tests {
     }
 
     #[test]
+    fn two_threads_stream_in_order() {
+        let n: u64 = if cfg!(miri) { 200 } else { 200_000 };
+        let h = std::sync::Arc::new(HeapRing::new(64));
+        let h2 = h.clone();
+        let t = std::thread::spawn(move || {
+            let p = Producer::attach(h2.ring());
+            for v in 0..n {
+                while !push(&p, v) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let c = Consumer::attach(h.ring());
+        let mut next = 0;
+        while next < n {
+            match pop(&c) {
+                Some(v) => {
+                    assert_eq!(v, next);
+                    next += 1;
+                }
+                None => std::hint::spin_loop(),
+            }
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
     fn reattached_producer_finds_published_slots_beyond_tail() {
         let h = HeapRing::new(8);
         let p = Producer::attach(h.ring());

@@ -228,6 +228,7 @@ pub struct SoakArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Time between kills: a random number of milliseconds in LO..HI, or a fixed N.
+    /// (One kill in ten is followed 0-8 ms later by a kill of its replacement.)
     #[arg(long, default_value = "5..200", value_parser = parse_range)]
     kill_every_ms: MsRange,
     /// Liveness interval of every handle, in milliseconds.
@@ -1555,12 +1556,13 @@ impl Soak {
         self.finalize(old, true)
     }
 
-    /// SIGKILLs a random child at once and starts its replacement.
-    fn kill_one(&mut self) -> Result<()> {
+    /// SIGKILLs a random child at once and starts its replacement; `chase`: kill
+    /// the newest replacement. Returns whether to chase this one's replacement next.
+    fn kill_one(&mut self, chase: bool) -> Result<bool> {
         // Mostly a uniformly random child; sometimes the newest replacement, which may
         // still be starting or attaching.
         let (consumer, i) = match self.last_spawned {
-            Some(last) if self.rng.below(100) < 15 => last,
+            Some(last) if chase || self.rng.below(100) < 15 => last,
             _ => {
                 let n = (self.cfg.producers + self.cfg.consumers) as u64;
                 let k = self.rng.below(n) as usize;
@@ -1572,7 +1574,8 @@ impl Soak {
             }
         };
         if let Some(status) = self.slot(consumer, i).child.try_wait()? {
-            return self.failed(consumer, i, status);
+            self.failed(consumer, i, status)?;
+            return Ok(false);
         }
         let unattached = !self.slot(consumer, i).attached();
         let at = Instant::now();
@@ -1606,7 +1609,9 @@ impl Soak {
             target,
             flagged: false,
         });
-        Ok(())
+        // One kill in ten is followed within a few milliseconds by a kill of the
+        // replacement: before it has started, while it attaches, or just after.
+        Ok(!chase && self.rng.below(10) == 0)
     }
 
     /// Takes the last books of a child that is dead and reaped, and removes its file.
@@ -1715,6 +1720,7 @@ impl Soak {
         let started = Instant::now();
         let end = started + self.cfg.duration;
         let mut next_kill = started + self.kill_gap();
+        let mut chase = false;
         let mut next_progress = self.cfg.progress.map(|p| started + p);
         let mut next_sample = started;
         loop {
@@ -1724,8 +1730,14 @@ impl Soak {
                 break;
             }
             if now >= next_kill {
-                self.kill_one()?;
-                next_kill = Instant::now() + self.kill_gap();
+                let chase_next = self.kill_one(chase)?;
+                chase = chase_next;
+                next_kill = Instant::now()
+                    + if chase {
+                        Duration::from_micros(self.rng.below(8000))
+                    } else {
+                        self.kill_gap()
+                    };
             }
             if now >= next_sample {
                 self.sample_disk();
