@@ -271,7 +271,11 @@ pub(crate) fn creator_alive(pid: u32) -> bool {
     if pid == crate::peers::my_pid() {
         return true;
     }
-    match rustix::process::Pid::from_raw(pid as i32) {
+    // A pid from the segment may be anything: only 1..=i32::MAX can name a process.
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match rustix::process::Pid::from_raw(raw) {
         Some(p) => match rustix::process::test_kill_process(p) {
             Ok(()) | Err(rustix::io::Errno::PERM) => {
                 !matches!(crate::peers::proc_stat(pid), Some(('Z' | 'X' | 'x', _)))
@@ -339,4 +343,17 @@ fn check_wanted(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression (fuzz `hostile`): a creator pid from the segment above `i32::MAX`
+    /// tripped an assertion in `Pid::from_raw` instead of reading as "no such process".
+    #[test]
+    fn creator_pid_out_of_range_is_not_alive() {
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
+            assert!(!super::creator_alive(pid), "{pid}");
+        }
+        assert!(super::creator_alive(crate::peers::my_pid()));
+    }
 }
