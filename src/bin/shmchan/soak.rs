@@ -130,6 +130,11 @@ fn c_read(t: usize) -> usize {
 fn c_hand(t: usize) -> usize {
     24 + t
 }
+/// SPSC consumers: the record of a borrowed message from just before it is recorded
+/// until just after its slot is released; 0 otherwise.
+fn c_hold(t: usize) -> usize {
+    32 + t
+}
 /// Consumers: word of record `i` of thread `t`'s log.
 fn c_log(t: usize, i: u64) -> usize {
     (PAGE / 8 + t as u64 * LOG_CAP + i % LOG_CAP) as usize
@@ -228,7 +233,7 @@ pub struct SoakArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Time between kills: a random number of milliseconds in LO..HI, or a fixed N.
-    /// (One kill in ten is followed 0-8 ms later by a kill of its replacement.)
+    /// (One kill in ten is followed 0-4 ms later by a kill of its replacement.)
     #[arg(long, default_value = "5..200", value_parser = parse_range)]
     kill_every_ms: MsRange,
     /// Liveness interval of every handle, in milliseconds.
@@ -269,6 +274,9 @@ pub enum Inject {
     Torn,
     /// Record a sequence number far beyond what was sent.
     NeverSent,
+    /// Not a fault: SPSC consumers hold each borrowed message 1 ms between recording
+    /// and releasing it, so that kills land there (redeliveries, which are allowed).
+    Hold,
 }
 
 impl Inject {
@@ -278,6 +286,7 @@ impl Inject {
             Inject::Lose => "lose",
             Inject::Torn => "torn",
             Inject::NeverSent => "never-sent",
+            Inject::Hold => "hold",
         }
     }
 
@@ -288,6 +297,7 @@ impl Inject {
             "lose" => Some(Inject::Lose),
             "torn" => Some(Inject::Torn),
             "never-sent" => Some(Inject::NeverSent),
+            "hold" => Some(Inject::Hold),
             _ => return None,
         })
     }
@@ -523,6 +533,10 @@ pub fn maybe_run_child() {
     let Ok(role) = std::env::var(CHILD_ENV) else {
         return;
     };
+    // Re-executed through /proc/self/exe, we would show as "exe" in ps and top.
+    if let Ok(task) = std::ffi::CString::new(format!("soak-{role}")) {
+        let _ = rustix::thread::set_name(&task);
+    }
     let r = if role == "watchdog" {
         run_watchdog()
     } else {
@@ -763,6 +777,7 @@ impl ChildSpec {
         me.w(H_ATTACHED).store(mono_ns().max(1), Ordering::SeqCst);
         let mut log = Log::new(&me, 0, self.ppid, self.inject);
         let hand = me.w(c_hand(0));
+        let hold = me.w(c_hold(0));
         let mut in_hand = 0;
         let mut rng = Rng::from_entropy(1);
         let mut buf = [Msg::zeroed(); RECV_BATCH];
@@ -789,7 +804,13 @@ impl ChildSpec {
                     Ok(m) => {
                         // Recorded before the slot is released (when `m` drops): a
                         // kill in between makes the next consumer get it again.
+                        hold.store(m.record(), Ordering::SeqCst);
                         log.take(&m)?;
+                        if self.inject == Some(Inject::Hold) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        drop(m);
+                        hold.store(0, Ordering::SeqCst);
                         false
                     }
                     Err(TryRecvError::Empty) => {
@@ -813,7 +834,13 @@ impl ChildSpec {
                 },
                 4 => match rx.recv_ref() {
                     Ok(m) => {
+                        hold.store(m.record(), Ordering::SeqCst);
                         log.take(&m)?;
+                        if self.inject == Some(Inject::Hold) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        drop(m);
+                        hold.store(0, Ordering::SeqCst);
                         false
                     }
                     Err(_) => true,
@@ -959,13 +986,15 @@ impl<'a> Log<'a> {
     /// Checks `m` and records it (right after it was received).
     fn take(&mut self, m: &Msg) -> std::result::Result<(), String> {
         self.taken += 1;
-        if let Some(fault) = self.inject.filter(|_| self.taken % INJECT_EVERY == 0) {
+        let every = self.inject.filter(|&f| f != Inject::Hold);
+        if let Some(fault) = every.filter(|_| self.taken % INJECT_EVERY == 0) {
             let mut bad = *m;
             match fault {
                 Inject::Duplicate => self.push(m.record())?,
                 Inject::Lose => return Ok(()),
                 Inject::Torn => bad.payload[1] ^= 1 << 7,
                 Inject::NeverSent => bad.seq += 1 << 30,
+                Inject::Hold => {}
             }
             if fault == Inject::NeverSent {
                 return self.push(bad.record());
@@ -977,11 +1006,13 @@ impl<'a> Log<'a> {
 
     fn check_and_push(&mut self, m: &Msg) -> std::result::Result<(), String> {
         if !m.is_whole() {
-            self.me.w(H_TORN).fetch_add(1, Ordering::SeqCst);
-            eprintln!(
-                "shmchan soak consumer (pid {}): torn message {m:?}",
-                std::process::id()
-            );
+            let n = self.me.w(H_TORN).fetch_add(1, Ordering::SeqCst);
+            if n < 3 {
+                eprintln!(
+                    "shmchan soak consumer (pid {}): torn message {m:?}",
+                    std::process::id()
+                );
+            }
             return Ok(());
         }
         self.push(m.record())
@@ -1246,7 +1277,9 @@ struct Ledger {
     log_corrupt: u64,
     gap_ranges: usize,
     peak_gap_ranges: usize,
-    /// SPSC: the last record of the last killed consumer that recorded anything.
+    /// SPSC: the last record of the last killed consumer, if it was killed holding that
+    /// message borrowed (recorded, maybe not released); the next consumer's first
+    /// record may repeat it.
     spsc_prev_last: Option<u64>,
     noted: u64,
 }
@@ -1363,6 +1396,7 @@ struct Stats {
     child_failures: u64,
     stop_failures: u64,
     torn_final: u64,
+    torn_seen: u64,
     allowance: u64,
     pending: VecDeque<Pending>,
     stalls_us: Vec<u64>,
@@ -1384,6 +1418,8 @@ struct Soak {
     consumers: Vec<Live>,
     next_id: usize,
     last_spawned: Option<(bool, usize)>,
+    /// Killed children not reaped yet.
+    dying: Vec<Live>,
     ledger: Ledger,
     st: Stats,
 }
@@ -1431,8 +1467,10 @@ impl Soak {
             dir: self.dir.clone(),
         };
         let spawned_ns = mono_ns();
+        let role = if consumer { "consumer" } else { "producer" };
         let child = Command::new(&self.exe)
-            .env(CHILD_ENV, if consumer { "consumer" } else { "producer" })
+            .arg0(format!("shmchan-soak-{role}"))
+            .env(CHILD_ENV, role)
             .env(SPEC_ENV, spec.to_env())
             .env(NAME_ENV, &self.name)
             .env(DIR_ENV, &self.dir)
@@ -1489,11 +1527,20 @@ impl Soak {
         Ok(())
     }
 
-    /// Drains the logs, notices children that exited on their own, resolves stalls.
+    /// Reaps killed children, drains the logs, notices children that exited on their
+    /// own, resolves stalls.
     fn poll(&mut self) -> Result<()> {
         let threads = self.cfg.threads;
-        for c in &mut self.consumers {
-            c.drain(threads, &mut self.ledger);
+        self.reap_dying()?;
+        // SPSC: a replacement consumer's first record may be the redelivery of the
+        // killed one's last: read the killed one's log to its end first. (The
+        // replacement cannot attach before the victim is dead, and a dead child is
+        // reaped in the call above.)
+        let hold = self.ledger.spsc && self.dying.iter().any(|d| d.consumer);
+        if !hold {
+            for c in &mut self.consumers {
+                c.drain(threads, &mut self.ledger);
+            }
         }
         for consumer in [false, true] {
             let n = if consumer {
@@ -1516,31 +1563,56 @@ impl Soak {
                 }
             }
         }
+        let torn = self.torn();
+        if torn > self.st.torn_seen {
+            self.st.torn_seen = torn;
+            self.ledger
+                .note(format!("{torn} torn message(s) received so far"));
+        }
+        self.resolve_stalls(false);
+        Ok(())
+    }
+
+    /// Ends the stall measurements whose kill was followed by enough progress (or
+    /// all, at the end), and flags those over the limit.
+    fn resolve_stalls(&mut self, all: bool) {
         let records = self.ledger.records;
+        let limit = self.cfg.stall_limit;
+        let quota = self.cfg.progress_quota();
+        let mut over = Vec::new();
         while let Some(p) = self.st.pending.front() {
-            if records < p.target {
+            if records < p.target && !all {
                 break;
             }
-            self.st.stalls_us.push(p.at.elapsed().as_micros() as u64);
+            let took = p.at.elapsed();
+            self.st.stalls_us.push(took.as_micros() as u64);
+            if !p.flagged && took > limit {
+                over.push((took, (records + quota).saturating_sub(p.target)));
+            }
             self.st.pending.pop_front();
         }
-        let limit = self.cfg.stall_limit;
-        let mut over = Vec::new();
         for p in self.st.pending.iter_mut() {
             if !p.flagged && p.at.elapsed() > limit {
                 p.flagged = true;
-                over.push(records.saturating_sub(p.target) as i64);
+                over.push((p.at.elapsed(), (records + quota).saturating_sub(p.target)));
             }
         }
-        for _ in over {
+        for (took, got) in over {
             self.st.stall_over += 1;
-            let msg = format!(
-                "no progress within {limit:?} after a kill: {}",
-                describe(&self.name)
-            );
+            let msg = if got >= quota {
+                format!(
+                    "{quota} messages took {:.1} ms after a kill (limit {limit:?})",
+                    took.as_secs_f64() * 1e3
+                )
+            } else {
+                format!(
+                    "only {got} of {quota} messages {:.1} ms after a kill (limit {limit:?}); channel: {}",
+                    took.as_secs_f64() * 1e3,
+                    describe(&self.name)
+                )
+            };
             self.ledger.note(msg);
         }
-        Ok(())
     }
 
     /// A child exited on its own: a failure. Replaces it.
@@ -1581,18 +1653,11 @@ impl Soak {
         let at = Instant::now();
         let records_at = self.ledger.records;
         self.slot(consumer, i).child.kill()?;
-        // The replacement starts while the victim may still be dying.
+        // The replacement starts while the victim may still be dying; the victim is
+        // reaped (and its books closed) by `poll`.
         let fresh = self.spawn(consumer)?;
-        let mut old = std::mem::replace(self.slot(consumer, i), fresh);
-        let status = old.child.wait()?;
-        if status.signal() != Some(9) {
-            self.st.child_failures += 1;
-            self.ledger.note(format!(
-                "{} {} exited on its own ({status}) before it was killed",
-                if consumer { "consumer" } else { "producer" },
-                old.id
-            ));
-        }
+        let old = std::mem::replace(self.slot(consumer, i), fresh);
+        self.dying.push(old);
         if consumer {
             self.st.kills_c += 1;
         } else {
@@ -1601,7 +1666,6 @@ impl Soak {
         if unattached {
             self.st.kills_unattached += 1;
         }
-        self.finalize(old, true)?;
         self.last_spawned = Some((consumer, i));
         let target = records_at + self.cfg.progress_quota();
         self.st.pending.push_back(Pending {
@@ -1612,6 +1676,28 @@ impl Soak {
         // One kill in ten is followed within a few milliseconds by a kill of the
         // replacement: before it has started, while it attaches, or just after.
         Ok(!chase && self.rng.below(10) == 0)
+    }
+
+    /// Reaps the killed children that are dead now and closes their books.
+    fn reap_dying(&mut self) -> Result<()> {
+        let mut i = 0;
+        while i < self.dying.len() {
+            let Some(status) = self.dying[i].child.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let old = self.dying.swap_remove(i);
+            if status.signal() != Some(9) {
+                self.st.child_failures += 1;
+                self.ledger.note(format!(
+                    "{} {} exited on its own ({status}) before it was killed",
+                    if old.consumer { "consumer" } else { "producer" },
+                    old.id
+                ));
+            }
+            self.finalize(old, true)?;
+        }
+        Ok(())
     }
 
     /// Takes the last books of a child that is dead and reaped, and removes its file.
@@ -1632,8 +1718,13 @@ impl Soak {
                 self.st.allowance += (0..threads)
                     .map(|t| old.words.w(c_hand(t)).load(Ordering::SeqCst))
                     .fold(0u64, |a, h| a.saturating_add(h.min(RECV_BATCH as u64)));
-                if self.ledger.spsc && old.last_rec.is_some() {
-                    self.ledger.spsc_prev_last = old.last_rec;
+                // SPSC: a borrowed message it recorded but may not have released is
+                // the one the next consumer may get again.
+                if self.ledger.spsc {
+                    let held = old.words.w(c_hold(0)).load(Ordering::SeqCst);
+                    if held != 0 && old.last_rec == Some(held) {
+                        self.ledger.spsc_prev_last = Some(held);
+                    }
                 }
             }
             self.st.torn_final += old.words.w(H_TORN).load(Ordering::SeqCst);
@@ -1734,7 +1825,7 @@ impl Soak {
                 chase = chase_next;
                 next_kill = Instant::now()
                     + if chase {
-                        Duration::from_micros(self.rng.below(8000))
+                        Duration::from_micros(self.rng.below(4000))
                     } else {
                         self.kill_gap()
                     };
@@ -1757,9 +1848,7 @@ impl Soak {
             self.poll()?;
             std::thread::sleep(POLL);
         }
-        for p in std::mem::take(&mut self.st.pending) {
-            self.st.stalls_us.push(p.at.elapsed().as_micros() as u64);
-        }
+        self.resolve_stalls(true);
         self.sample_disk();
         Ok(started.elapsed())
     }
@@ -1771,6 +1860,14 @@ impl Soak {
     /// The end: producers leave, then (once the parent's own sender is gone) the
     /// consumers drain the ring and leave.
     fn stop(&mut self, holder: Option<mpmc::Sender<Msg>>) -> Result<()> {
+        let deadline = Instant::now() + MUST_FINISH;
+        while !self.dying.is_empty() {
+            self.poll()?;
+            if Instant::now() > deadline {
+                return Err("killed children did not die".into());
+            }
+            std::thread::sleep(POLL);
+        }
         self.ctl.w(CTL_PHASE).store(PHASE_STOP, Ordering::SeqCst);
         let producers = std::mem::take(&mut self.producers);
         self.wait_exit(producers)?;
@@ -1892,6 +1989,7 @@ fn self_exe() -> Result<PathBuf> {
 
 fn spawn_watchdog(exe: &Path, name: &str, dir: &Path) -> Result<(Child, ChildStdin)> {
     let mut child = Command::new(exe)
+        .arg0("shmchan-soak-watchdog")
         .env(CHILD_ENV, "watchdog")
         .env(NAME_ENV, name)
         .env(DIR_ENV, dir)
@@ -1955,6 +2053,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         consumers: Vec::new(),
         next_id: 0,
         last_spawned: None,
+        dying: Vec::new(),
         ledger: Ledger::new(cfg.flavor == Flavor::Spsc),
         st: Stats::default(),
         cfg: cfg.clone(),
