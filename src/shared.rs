@@ -59,6 +59,10 @@ impl Shared {
                 }
                 Self::create(&path, name, opts, want)
             }
+            // Without a capacity nothing can be created: open what is there.
+            CreateMode::OpenOrCreate if opts.capacity.is_none() => {
+                Self::open(&path, name, opts, want)
+            }
             CreateMode::OpenOrCreate => {
                 // Create first: of racing processes exactly one wins O_EXCL, the others
                 // open and wait for its header. Retry if the name vanished in between.
@@ -355,5 +359,22 @@ mod tests {
             assert!(!super::creator_alive(pid), "{pid}");
         }
         assert!(super::creator_alive(crate::peers::my_pid()));
+    }
+
+    /// Regression (fuzz `ops`): open-or-create without a capacity opens an existing
+    /// channel instead of failing for want of a capacity.
+    #[test]
+    fn open_or_create_without_capacity_opens() {
+        use crate::{CreateMode, OpenError, Options, Receiver, Sender};
+        let name = format!("shmchan-test-ooc-{}", std::process::id());
+        let opts = Options::new().mode(CreateMode::OpenOrCreate);
+        assert!(matches!(
+            Receiver::<u64>::with_options(&name, &opts),
+            Err(OpenError::NotFound(_))
+        ));
+        let tx = Sender::<u64>::create(&name, 4).unwrap();
+        let rx = Receiver::<u64>::with_options(&name, &opts).unwrap();
+        tx.send(3).unwrap();
+        assert_eq!(rx.recv(), Ok(3));
     }
 }

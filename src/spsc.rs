@@ -312,7 +312,7 @@ impl Consumer {
 }
 
 /// A ring over heap memory, for unit tests, loom models and fuzzing.
-#[cfg(any(test, loom, fuzzing))]
+#[cfg(any(test, loom))]
 pub(crate) mod heap {
     use super::*;
     use crate::layout::{FLAVOR_SPSC, KIND_TYPED};
