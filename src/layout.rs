@@ -144,6 +144,38 @@ pub(crate) struct RingCtl {
     pub not_full: WaitLine,
 }
 
+#[cfg(any(test, loom))]
+impl RingCtl {
+    /// A zeroed control block on the heap, for rings over heap memory (unit tests and
+    /// loom models).
+    pub fn boxed() -> Box<RingCtl> {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: RingCtl is atomics only; all-zero bytes are a valid value.
+            unsafe { Box::new(std::mem::zeroed()) }
+        }
+        #[cfg(loom)]
+        {
+            let pos = || PosLine {
+                pos: AtomicU64::new(0),
+            };
+            let wl = || WaitLine {
+                w: WaitWord {
+                    word: AtomicU32::new(0),
+                    sleepers: AtomicU32::new(0),
+                    mode: AtomicU32::new(0),
+                },
+            };
+            Box::new(RingCtl {
+                tail: pos(),
+                head: pos(),
+                not_empty: wl(),
+                not_full: wl(),
+            })
+        }
+    }
+}
+
 /// Attach bookkeeping: how often each role was ever attached.
 #[repr(C, align(128))]
 pub(crate) struct AttachLine {

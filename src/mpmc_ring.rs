@@ -556,40 +556,16 @@ pub(crate) mod heap {
         /// A ring of `capacity` slots carrying `u64` messages.
         pub fn new(capacity: u64) -> HeapRing {
             let geo = Geometry::new(FLAVOR_MPMC, KIND_TYPED, capacity, 8, 8).expect("geometry");
+            let ctl = RingCtl::boxed();
             #[cfg(not(loom))]
-            let (ctl, slots) = {
-                // SAFETY: RingCtl is atomics only; all-zero bytes are a valid value.
-                let ctl: Box<RingCtl> = unsafe { Box::new(std::mem::zeroed()) };
-                (ctl, vec![0u64; (capacity as usize) * geo.slot_size / 8])
-            };
+            let slots = vec![0u64; (capacity as usize) * geo.slot_size / 8];
             #[cfg(loom)]
-            let (ctl, slots) = {
-                use crate::layout::{PosLine, WaitLine, WaitWord};
-                use crate::sync::AtomicU32;
-                let pos = || PosLine {
-                    pos: AtomicU64::new(0),
-                };
-                let wl = || WaitLine {
-                    w: WaitWord {
-                        word: AtomicU32::new(0),
-                        sleepers: AtomicU32::new(0),
-                        mode: AtomicU32::new(0),
-                    },
-                };
-                let ctl = Box::new(RingCtl {
-                    tail: pos(),
-                    head: pos(),
-                    not_empty: wl(),
-                    not_full: wl(),
-                });
-                let slots = (0..capacity)
-                    .map(|_| LoomSlot {
-                        word: AtomicU64::new(0),
-                        data: loom::cell::UnsafeCell::new(0),
-                    })
-                    .collect();
-                (ctl, slots)
-            };
+            let slots = (0..capacity)
+                .map(|_| LoomSlot {
+                    word: AtomicU64::new(0),
+                    data: loom::cell::UnsafeCell::new(0),
+                })
+                .collect();
             HeapRing { ctl, slots, geo }
         }
 
