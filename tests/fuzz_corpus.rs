@@ -74,6 +74,16 @@ fn hostile_corpus() {
     replay("corpus", "hostile", fuzz::hostile::run);
 }
 
+#[test]
+fn mpmc_ops_corpus() {
+    replay("corpus", "mpmc_ops", fuzz::mpmc::ops);
+}
+
+#[test]
+fn mpmc_hostile_corpus() {
+    replay("corpus", "mpmc_hostile", fuzz::mpmc::hostile);
+}
+
 /// Inputs that crash on known, unfixed bugs in `src/` (see `fuzz/README.md`); none
 /// at present. Un-ignore this test (or move the inputs into the corpus) with the fix.
 #[test]
@@ -83,6 +93,8 @@ fn known_bug_regressions() {
         ("attach", fuzz::attach::run as fn(&[u8])),
         ("ops", fuzz::ops::run),
         ("hostile", fuzz::hostile::run),
+        ("mpmc_ops", fuzz::mpmc::ops),
+        ("mpmc_hostile", fuzz::mpmc::hostile),
     ] {
         for path in inputs("regressions", target) {
             eprintln!("replaying {}", path.display());

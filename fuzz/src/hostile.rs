@@ -62,7 +62,7 @@ fn open_opts() -> Options {
 }
 
 /// Checks a failed re-attach: the segment may say anything, but the name is ours.
-fn check_open_error(e: &OpenError) {
+pub(super) fn check_open_error(e: &OpenError) {
     let _ = e.to_string();
     assert!(
         !matches!(
@@ -101,11 +101,11 @@ impl SlotGeo {
 }
 
 /// The hostile peer: the object opened read-write, and the live mappings of it.
-struct Peer {
-    file: File,
-    len: u64,
+pub(super) struct Peer {
+    pub(super) file: File,
+    pub(super) len: u64,
     /// Capacity and slot size the segment was created with (for aiming writes).
-    cap: u64,
+    pub(super) cap: u64,
     slot_size: u64,
     path: String,
     maps: Vec<(usize, usize)>,
@@ -113,7 +113,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(guard: &ShmGuard) -> Peer {
+    pub(super) fn new(guard: &ShmGuard) -> Peer {
         let path = guard.path();
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -134,12 +134,12 @@ impl Peer {
         }
     }
 
-    fn slot(&self, idx: u64) -> u64 {
+    pub(super) fn slot(&self, idx: u64) -> u64 {
         off::SLOTS + (idx % self.cap) * self.slot_size
     }
 
     /// One write, as the input says.
-    fn scribble(&self, input: &mut Input<'_>) {
+    pub(super) fn scribble(&self, input: &mut Input<'_>) {
         let f = &self.file;
         let w64 = |offset: u64, v: u64| poke(f, self.len, offset, &v.to_le_bytes());
         let w32 = |offset: u64, v: u32| poke(f, self.len, offset, &v.to_le_bytes());

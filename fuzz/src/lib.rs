@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod hostile;
+pub mod mpmc;
 pub mod ops;
 
 use std::fs::File;
