@@ -212,6 +212,9 @@ impl<T: Pod> Sender<T> {
     /// ```
     #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        if self.put(msg) {
+            return Ok(());
+        }
         match self.core.try_room(1) {
             Ok(_) => {
                 self.write(0, msg);
@@ -221,6 +224,19 @@ impl<T: Pod> Sender<T> {
             Err(TrySendError::Full(())) => Err(TrySendError::Full(msg)),
             Err(TrySendError::Disconnected(())) => Err(TrySendError::Disconnected(msg)),
         }
+    }
+
+    /// The fast path of a send: `true` if the receiver is not known gone and `msg`
+    /// went into a free slot.
+    #[inline]
+    fn put(&self, msg: T) -> bool {
+        // SAFETY: `try_put` hands us the payload of the free slot at tail: inside the
+        // mapping, aligned and sized for T (geometry validated), ours until published.
+        !self.core.end.peer_gone(false)
+            && self
+                .core
+                .prod
+                .try_put(|p| unsafe { p.cast::<T>().write(msg) })
     }
 
     /// Sends `msg`, waiting while the ring is full.
@@ -265,6 +281,9 @@ impl<T: Pod> Sender<T> {
         msg: T,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<(), SendTimeoutError<T>> {
+        if self.put(msg) {
+            return Ok(());
+        }
         match self.core.room(deadline.into()) {
             Ok(()) => {
                 self.write(0, msg);
@@ -299,10 +318,13 @@ impl<T: Pod> Sender<T> {
             return Ok(0);
         }
         let n = self.core.try_room(msgs.len() as u64)?;
-        for (i, m) in msgs[..n as usize].iter().enumerate() {
-            self.write(i as u64, *m);
-        }
-        self.core.commit(n);
+        let msgs = &msgs[..n as usize];
+        // SAFETY: `try_room` saw `n` free slots from tail on; each payload is inside
+        // the mapping, aligned and sized for T (geometry validated), and ours alone
+        // until published.
+        self.core
+            .prod
+            .write_and_commit(n, |i, p| unsafe { p.cast::<T>().write(msgs[i as usize]) });
         Ok(n as usize)
     }
 
@@ -468,8 +490,20 @@ impl<T: Pod> Receiver<T> {
     /// `Empty`, or `Disconnected` once the sender is gone and the ring is drained.
     #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        if let Some(v) = self.take_now() {
+            return Ok(v);
+        }
         self.core.try_message()?;
         Ok(self.take())
+    }
+
+    /// The fast path of a receive: the next message, if it is published.
+    #[inline]
+    fn take_now(&self) -> Option<T> {
+        // SAFETY: `try_take` hands us the payload of a slot it saw published (Acquire):
+        // inside the mapping, aligned for T, not rewritten before the release that
+        // follows. T: Pod, so any bytes form a valid T.
+        self.core.cons.try_take(|p| unsafe { p.cast::<T>().read() })
     }
 
     /// Receives a message, waiting while the ring is empty.
@@ -507,6 +541,9 @@ impl<T: Pod> Receiver<T> {
         &self,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<T, RecvTimeoutError> {
+        if let Some(v) = self.take_now() {
+            return Ok(v);
+        }
         self.core.message(deadline.into())?;
         Ok(self.take())
     }
@@ -522,11 +559,12 @@ impl<T: Pod> Receiver<T> {
             return Ok(0);
         }
         self.core.try_message()?;
-        let n = self.core.cons.ready(out.len() as u64);
-        for (i, slot) in out[..n as usize].iter_mut().enumerate() {
-            *slot = self.read(i as u64);
-        }
-        self.core.release(n);
+        let n = self.core.cons.read_and_release(out.len() as u64, |i, p| {
+            // SAFETY: the ring hands us only payloads whose sequence word it saw
+            // published (Acquire): inside the mapping, aligned for T, not rewritten
+            // before the release that follows the copies. T: Pod: any bytes are a T.
+            out[i as usize] = unsafe { p.cast::<T>().read() }
+        });
         Ok(n as usize)
     }
 

@@ -106,8 +106,8 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
             expected: HEADER_SIZE as u64,
         });
     }
-    // Only the header page is mapped: nothing past it is read.
-    let map = Segment::map_fd_readonly(fd, HEADER_SIZE)?;
+    // The header page, and (below, for SPSC) a few slots after the tail hint.
+    let map = Segment::map_fd_readonly(fd, size as usize)?;
     let hdr = map.as_ptr() as *const Header;
     // SAFETY: the mapping is HEADER_SIZE bytes, page aligned, and lives until the end
     // of this function; the header's fields are integers and atomics.
@@ -136,6 +136,21 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
             expected: geo.total_len as u64,
         });
     }
+    let (head, tail) = if geo.flavor == FLAVOR_SPSC {
+        // The SPSC producer stores its position only now and then: add the published
+        // slots after it. SAFETY: the mapping covers the whole object, whose size is
+        // the geometry's (checked above): capacity * slot_size bytes of 4-aligned slots
+        // after the header. The ring only loads from them.
+        let ring = unsafe {
+            crate::spsc::Ring::new(&h.ring, map.as_ptr().add(HEADER_SIZE).cast_mut(), &geo)
+        };
+        ring.positions()
+    } else {
+        (
+            h.ring.head.pos.load(Ordering::Relaxed),
+            h.ring.tail.pos.load(Ordering::Relaxed),
+        )
+    };
     let mut peer_list = Vec::new();
     for (index, e) in h
         .peers
@@ -176,8 +191,8 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
         msg_align: snap.msg_align,
         type_fingerprint: snap.type_fingerprint,
         size_bytes: size,
-        tail: h.ring.tail.pos.load(Ordering::Relaxed),
-        head: h.ring.head.pos.load(Ordering::Relaxed),
+        tail,
+        head,
         creator_pid: snap.creator_pid,
         creator_uid: snap.creator_uid,
         created_at: SystemTime::UNIX_EPOCH + Duration::from_nanos(snap.created_at_ns),

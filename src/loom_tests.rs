@@ -10,7 +10,7 @@
 //! waits never time out, so a lost wake-up shows up as a deadlock, which loom reports.
 
 use crate::layout::WaitWord;
-use crate::spsc::heap::{HeapRing, pop, push};
+use crate::spsc::heap::{HeapRing, pop, pop_batch, push, push_batch};
 use crate::spsc::{Consumer, Producer};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{self, Attempt, WaitStrategy};
@@ -94,6 +94,38 @@ fn loom_spsc_fifo_with_wraparound() {
                 Some(v) => got.push(v),
                 None => thread::yield_now(),
             }
+        }
+        assert_eq!(got, [1, 2, 3]);
+        t.join().unwrap();
+    });
+}
+
+/// Batches both ways over a ring of 2: published last slot first, read in one pass;
+/// the consumer never sees a slot of a batch before its payload, and order holds.
+#[test]
+fn loom_spsc_batches_in_order() {
+    loom::model(|| {
+        let h = Arc::new(HeapRing::new(2));
+        let h2 = h.clone();
+        let t = thread::spawn(move || {
+            let p = Producer::attach(h2.ring());
+            let msgs = [1, 2, 3];
+            let mut sent = 0;
+            while sent < msgs.len() {
+                match push_batch(&p, &msgs[sent..]) {
+                    0 => thread::yield_now(),
+                    n => sent += n,
+                }
+            }
+        });
+        let c = Consumer::attach(h.ring());
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let b = pop_batch(&c, 2);
+            if b.is_empty() {
+                thread::yield_now();
+            }
+            got.extend(b);
         }
         assert_eq!(got, [1, 2, 3]);
         t.join().unwrap();

@@ -15,10 +15,11 @@
 //!
 //! # Positions in the header
 //!
-//! `tail` (written by the producer after each publication) and `head` (written by the
-//! consumer after each release) are the source of truth for occupancy, `len()` and
-//! recovery. The producer keeps a cached copy of `head` and reloads it only when the
-//! ring looks full; the consumer never reads `tail` on its fast path.
+//! `head` (written by the consumer after each release) is the truth about which slots
+//! are free. `tail` is a hint the producer stores after each batch and every
+//! [`TAIL_HINT_EVERY`] single messages; `len()` and a re-attaching producer add the
+//! published slots after it. The producer keeps a cached copy of `head` and reloads it
+//! only when the ring looks full; the consumer never reads `tail`.
 //!
 //! # Trust
 //!
@@ -31,6 +32,9 @@ use crate::layout::{Geometry, RingCtl};
 use crate::sync::{AtomicU32, Ordering};
 use crate::wait;
 use std::cell::Cell;
+
+/// The producer stores its position in the header at least every this many messages.
+pub(crate) const TAIL_HINT_EVERY: u64 = 16;
 
 /// The shared part of a ring: where the control lines and the slots are.
 #[derive(Debug, Clone, Copy)]
@@ -152,13 +156,33 @@ impl Ring {
         }
     }
 
-    /// Messages in the ring, from the header positions (a snapshot).
+    /// Messages in the ring (a snapshot): from `head` to the producer's position,
+    /// which is the header's `tail` hint (it may lag by up to [`TAIL_HINT_EVERY`]
+    /// messages) plus the published slots after it.
     pub fn len(&self) -> u64 {
+        let (head, tail) = self.positions();
+        tail.wrapping_sub(head)
+    }
+
+    /// `head` and the producer's position (see `len`), with `tail - head` at most
+    /// the capacity whatever the segment holds.
+    pub fn positions(&self) -> (u64, u64) {
         let ctl = self.ctl();
-        // Acquire/Relaxed is enough for a snapshot; clamp garbage to the capacity.
+        let cap = self.capacity();
+        // Acquire pairs with the Release stores of the positions and sequence words.
         let head = ctl.head.pos.load(Ordering::Acquire);
-        let tail = ctl.tail.pos.load(Ordering::Acquire);
-        tail.wrapping_sub(head).min(self.capacity())
+        let mut tail = ctl.tail.pos.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > cap {
+            // The consumer passed a stale hint (or the positions are garbage).
+            tail = head;
+        }
+        // At most `cap` looks, whatever the segment holds.
+        while tail.wrapping_sub(head) < cap
+            && self.seq(tail).load(Ordering::Acquire) == tail.wrapping_add(1) as u32
+        {
+            tail = tail.wrapping_add(1);
+        }
+        (head, tail)
     }
 }
 
@@ -193,6 +217,24 @@ impl Producer {
             && ring.seq(pos).load(Ordering::Acquire) == (pos.wrapping_add(1)) as u32
         {
             pos = pos.wrapping_add(1);
+        }
+        // A batch is published last slot first (see `commit`), so a producer that died
+        // inside one may have published slots past the first unpublished one. Nobody
+        // has read them (the consumer stops at the gap), and we are about to write
+        // those slots again: mark them unpublished (the previous lap's value), or the
+        // consumer could read one while we rewrite its payload.
+        let mut p = pos.wrapping_add(1);
+        while p.wrapping_sub(head) < cap {
+            let seq = ring.seq(p);
+            if seq.load(Ordering::Relaxed) == p.wrapping_add(1) as u32 {
+                // Relaxed: the consumer cannot reach this slot before we publish the
+                // gap before it, and that publication is a Release store.
+                seq.store(
+                    p.wrapping_add(1).wrapping_sub(cap) as u32,
+                    Ordering::Relaxed,
+                );
+            }
+            p = p.wrapping_add(1);
         }
         // Release: publishes the recovered tail to `len()` readers.
         ctl.tail.pos.store(pos, Ordering::Release);
@@ -236,18 +278,72 @@ impl Producer {
     #[inline]
     pub fn commit(&self, n: u64) {
         let start = self.tail.get();
-        for pos in start..start.wrapping_add(n) {
+        // Last slot first: the consumer, which polls the first one, then finds the
+        // whole batch published at once and reads every line of it once, instead of
+        // chasing our stores line by line (each of its early reads would pull a line
+        // back across cores that we are still writing).
+        for i in (0..n).rev() {
+            let pos = start.wrapping_add(i);
             // Release pairs with the consumer's Acquire load of the sequence word: the
             // payload written before is visible once the word is.
             self.ring
                 .seq(pos)
                 .store(pos.wrapping_add(1) as u32, Ordering::Release);
         }
-        let tail = start.wrapping_add(n);
+        self.advance(start.wrapping_add(n));
+    }
+
+    /// Writes and publishes one message if a slot is free (`write` fills its
+    /// payload); `false` if the ring is full. The lean path of every single send.
+    #[inline]
+    pub fn try_put(&self, write: impl FnOnce(*mut u8)) -> bool {
+        // A local copy: its fields stay in registers across the atomic operations
+        // (the Cells in `self` make the compiler reload everything behind `self`).
+        let ring = self.ring;
+        let tail = self.tail.get();
+        if tail.wrapping_sub(self.head_cache.get()) >= ring.capacity() && self.free(1) == 0 {
+            return false;
+        }
+        ring.write_payload(tail, write);
+        // Release pairs with the consumer's Acquire load of the sequence word.
+        ring.seq(tail)
+            .store(tail.wrapping_add(1) as u32, Ordering::Release);
+        self.advance(tail.wrapping_add(1));
+        true
+    }
+
+    /// Writes and publishes `n` slots from `tail` on in one pass, last slot first (as
+    /// `commit`): `write(i, payload)` fills the payload of `tail + i`. The caller
+    /// checked that `n` slots are free.
+    #[inline]
+    pub fn write_and_commit(&self, n: u64, mut write: impl FnMut(u64, *mut u8)) {
+        let ring = self.ring;
+        let start = self.tail.get();
+        for i in (0..n).rev() {
+            let pos = start.wrapping_add(i);
+            ring.write_payload(pos, |p| write(i, p));
+            // Release pairs with the consumer's Acquire load of the sequence word.
+            ring.seq(pos)
+                .store(pos.wrapping_add(1) as u32, Ordering::Release);
+        }
+        self.advance(start.wrapping_add(n));
+    }
+
+    #[inline]
+    fn advance(&self, tail: u64) {
+        let ring = self.ring;
+        let old = self.tail.get();
         self.tail.set(tail);
-        // Release: `len()` readers and a re-attaching producer see the slots published.
-        self.ring.ctl().tail.pos.store(tail, Ordering::Release);
-        wait::notify(&self.ring.ctl().not_empty.w);
+        // The header's `tail` is a hint for `len()` and a re-attaching producer (both
+        // scan the published slots after it), stored once per batch and once every
+        // TAIL_HINT_EVERY single messages: a third store per message cost the
+        // cross-process stream of small messages more than half its throughput (the
+        // store buffer, full of stores waiting for contended slot lines, stalls).
+        if tail.wrapping_sub(old) > 1 || tail % TAIL_HINT_EVERY == 0 {
+            // Release: whoever reads the hint sees the slots before it published.
+            ring.ctl().tail.pos.store(tail, Ordering::Release);
+        }
+        wait::notify(&ring.ctl().not_empty.w);
     }
 }
 
@@ -289,12 +385,46 @@ impl Consumer {
         self.ring.seq(pos).load(Ordering::Acquire) == pos.wrapping_add(1) as u32
     }
 
-    /// Published slots from `head` on, counting at most `max`.
+    /// Takes the message at `head` if it is published: `read` copies it out of the
+    /// payload, then the slot is released. The lean path of every single receive.
     #[inline]
-    pub fn ready(&self, max: u64) -> u64 {
+    pub fn try_take<R>(&self, read: impl FnOnce(*const u8) -> R) -> Option<R> {
+        // A local copy, as in `Producer::try_put`.
+        let ring = self.ring;
+        let head = self.head.get();
+        // Acquire pairs with the producer's Release store of the sequence word.
+        if ring.seq(head).load(Ordering::Acquire) != head.wrapping_add(1) as u32 {
+            return None;
+        }
+        let v = ring.read_payload(head, read);
+        let next = head.wrapping_add(1);
+        self.head.set(next);
+        // Release pairs with the producer's Acquire load of head: our read of the slot
+        // happens before it overwrites it.
+        ring.ctl().head.pos.store(next, Ordering::Release);
+        wait::notify(&ring.ctl().not_full.w);
+        Some(v)
+    }
+
+    /// Reads the published slots from `head` on, at most `max`, in one pass:
+    /// `read(i, payload)` copies out the payload of `head + i`. Releases them together
+    /// and returns how many there were.
+    #[inline]
+    pub fn read_and_release(&self, max: u64, mut read: impl FnMut(u64, *const u8)) -> u64 {
+        let ring = self.ring;
+        let head = self.head.get();
         let mut n = 0;
-        while n < max && self.ready_at(n) {
+        while n < max {
+            let pos = head.wrapping_add(n);
+            // Acquire pairs with the producer's Release store of the sequence word.
+            if ring.seq(pos).load(Ordering::Acquire) != pos.wrapping_add(1) as u32 {
+                break;
+            }
+            ring.read_payload(pos, |p| read(n, p));
             n += 1;
+        }
+        if n > 0 {
+            self.release(n);
         }
         n
     }
@@ -360,30 +490,36 @@ pub(crate) mod heap {
 
     /// Sends one u64 (test helper): false if full.
     pub fn push(p: &Producer, v: u64) -> bool {
-        if p.free(1) == 0 {
-            return false;
-        }
-        let pos = p.tail();
-        // SAFETY: the slot at tail is free (free() >= 1) and only we write it; the
-        // payload is 8 bytes at an 8-aligned offset.
-        p.ring()
-            .write_payload(pos, |ptr| unsafe { ptr.cast::<u64>().write(v) });
-        p.commit(1);
-        true
+        // SAFETY: try_put hands us the payload of the free slot at tail, which only we
+        // write: 8 bytes at an 8-aligned offset.
+        p.try_put(|ptr| unsafe { ptr.cast::<u64>().write(v) })
+    }
+
+    /// Sends as many of `vs` as fit, in one batch (test helper); returns how many.
+    pub fn push_batch(p: &Producer, vs: &[u64]) -> usize {
+        let n = p.free(vs.len() as u64).min(vs.len() as u64);
+        // SAFETY: the n slots from tail are free and only we write them; payloads
+        // are 8 bytes at 8-aligned offsets.
+        p.write_and_commit(n, |i, ptr| unsafe {
+            ptr.cast::<u64>().write(vs[i as usize])
+        });
+        n as usize
+    }
+
+    /// Receives up to `max` u64s in one batch (test helper).
+    pub fn pop_batch(c: &Consumer, max: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        // SAFETY: read_and_release hands us only published payloads, 8 bytes at
+        // 8-aligned offsets, not rewritten before their release.
+        c.read_and_release(max, |_, ptr| out.push(unsafe { ptr.cast::<u64>().read() }));
+        out
     }
 
     /// Receives one u64 (test helper).
     pub fn pop(c: &Consumer) -> Option<u64> {
-        if !c.ready_at(0) {
-            return None;
-        }
-        // SAFETY: the slot is published for head (Acquire above), 8 bytes at an
-        // 8-aligned offset; the producer does not touch it until we release it.
-        let v = c
-            .ring()
-            .read_payload(c.head(), |ptr| unsafe { ptr.cast::<u64>().read() });
-        c.release(1);
-        Some(v)
+        // SAFETY: try_take hands us a published payload, 8 bytes at an 8-aligned
+        // offset; the producer does not touch it until we release it.
+        c.try_take(|ptr| unsafe { ptr.cast::<u64>().read() })
     }
 }
 
@@ -447,6 +583,38 @@ mod tests {
     }
 
     #[test]
+    fn two_threads_stream_batches_in_order() {
+        let n: u64 = if cfg!(miri) { 300 } else { 300_000 };
+        let h = std::sync::Arc::new(HeapRing::new(64));
+        let h2 = h.clone();
+        let t = std::thread::spawn(move || {
+            let p = Producer::attach(h2.ring());
+            let mut next = 0;
+            while next < n {
+                let k = (next % 37 + 1).min(n - next);
+                let batch: Vec<u64> = (next..next + k).collect();
+                match push_batch(&p, &batch) {
+                    0 => std::hint::spin_loop(),
+                    sent => next += sent as u64,
+                }
+            }
+        });
+        let c = Consumer::attach(h.ring());
+        let mut next = 0;
+        while next < n {
+            let got = pop_batch(&c, next % 29 + 1);
+            if got.is_empty() {
+                std::hint::spin_loop();
+            }
+            for v in got {
+                assert_eq!(v, next);
+                next += 1;
+            }
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
     fn reattached_producer_finds_published_slots_beyond_tail() {
         let h = HeapRing::new(8);
         let p = Producer::attach(h.ring());
@@ -462,6 +630,52 @@ mod tests {
             (pop(&c), pop(&c), pop(&c), pop(&c)),
             (Some(1), Some(2), Some(3), None)
         );
+    }
+
+    #[test]
+    fn producer_dead_inside_a_batch_leaves_no_stale_slot() {
+        let h = HeapRing::new(8);
+        let p = Producer::attach(h.ring());
+        assert!(push(&p, 1));
+        // A batch of 4 (positions 1..5) whose publication, last slot first, stopped
+        // after positions 4 and 3: position 1 and 2 are not published, 3 and 4 are.
+        for pos in [4u64, 3] {
+            // SAFETY: a test over a heap ring; the slot is ours (unpublished).
+            h.ring()
+                .write_payload(pos, |ptr| unsafe { ptr.cast::<u64>().write(100 + pos) });
+            h.ring().seq(pos).store(pos as u32 + 1, Ordering::Release);
+        }
+        let p2 = Producer::attach(h.ring());
+        assert_eq!(p2.tail(), 1, "resumes at the gap");
+        // The orphans were unpublished: once the gap is filled the consumer stops
+        // where the new producer stopped (not at a stale slot it is about to rewrite),
+        // and it never sees the dead producer's half batch.
+        let c = Consumer::attach(h.ring());
+        assert!(push(&p2, 2));
+        assert!(push(&p2, 3));
+        let got: Vec<_> = std::iter::from_fn(|| pop(&c)).collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert!(push(&p2, 4));
+        assert_eq!(pop(&c), Some(4));
+    }
+
+    #[test]
+    fn batches_are_published_whole() {
+        let h = HeapRing::new(8);
+        let p = Producer::attach(h.ring());
+        let c = Consumer::attach(h.ring());
+        for i in 0..5u64 {
+            // SAFETY: a test over a heap ring; slots 0..5 are free.
+            h.ring()
+                .write_payload(i, |ptr| unsafe { ptr.cast::<u64>().write(i) });
+        }
+        p.commit(5);
+        assert_eq!(h.ring().len(), 5);
+        let mut got = Vec::new();
+        // SAFETY: a test over a heap ring; the ring hands out published payloads.
+        let n = c.read_and_release(8, |_, p| got.push(unsafe { p.cast::<u64>().read() }));
+        assert_eq!((n, got), (5, vec![0, 1, 2, 3, 4]));
+        assert_eq!(h.ring().len(), 0);
     }
 
     #[test]
