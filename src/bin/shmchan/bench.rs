@@ -562,6 +562,93 @@ fn memcpy_gbps(size: usize) -> Record {
     }
 }
 
+/// A ring of `size`-byte slots with no channel around it, for [`copy_ceiling`].
+struct CeilingRing {
+    words: usize,
+    /// Per slot: the message number it holds, plus one (0: empty).
+    seqs: Vec<crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>>,
+    /// Messages the reader has finished with.
+    head: crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>,
+    data: Box<[std::cell::UnsafeCell<u64>]>,
+}
+
+// SAFETY: the slot words are shared by the writer and the reader only under the
+// sequence protocol in `copy_ceiling` (a slot is written while its sequence says
+// empty and read while it says full; Release/Acquire order the words).
+unsafe impl Sync for CeilingRing {}
+
+impl CeilingRing {
+    const SLOTS: u64 = 16;
+
+    fn slot(&self, n: u64) -> *mut u64 {
+        let i = (n % Self::SLOTS) as usize * self.words;
+        self.data[i..i + self.words].as_ptr() as *mut u64
+    }
+}
+
+/// What the hardware allows for `size`-byte messages between the two cores, with no
+/// channel at all: a writer thread on CPU 0 fills the words of one of 16 slots and
+/// stores a sequence number; a reader thread on CPU 1 waits for it, sums every word,
+/// and hands the slot back. Every byte is written and read once, as in the `stream`
+/// measurement, so the ratio of the two is shmchan's overhead over cache coherence.
+fn copy_ceiling(size: usize, n: usize) -> Record {
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    let words = size / 8;
+    let ring = std::sync::Arc::new(CeilingRing {
+        words,
+        seqs: (0..CeilingRing::SLOTS)
+            .map(|_| Default::default())
+            .collect(),
+        head: Default::default(),
+        data: (0..words * CeilingRing::SLOTS as usize)
+            .map(|_| std::cell::UnsafeCell::new(0))
+            .collect(),
+    });
+    let n = n as u64;
+    let r2 = ring.clone();
+    let t0 = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let _ = baselines::pin_to_cpu(1);
+        let mut total = 0u64;
+        for m in 0..n {
+            let seq = &r2.seqs[(m % CeilingRing::SLOTS) as usize];
+            while seq.load(Acquire) != m + 1 {
+                std::hint::spin_loop();
+            }
+            // SAFETY: the slot holds message m (Acquire above) and the writer does not
+            // touch it until `head` passes m.
+            let words = unsafe { std::slice::from_raw_parts(r2.slot(m), r2.words) };
+            total = words.iter().fold(total, |a, &w| a.wrapping_add(w));
+            r2.head.store(m + 1, Release);
+        }
+        total
+    });
+    let writer = std::thread::spawn(move || {
+        let _ = baselines::pin_to_cpu(0);
+        for m in 0..n {
+            while m.saturating_sub(ring.head.load(Acquire)) >= CeilingRing::SLOTS {
+                std::hint::spin_loop();
+            }
+            // SAFETY: the reader is done with this slot (Acquire of `head` above) and
+            // does not read it before the Release below.
+            unsafe { std::slice::from_raw_parts_mut(ring.slot(m), ring.words) }.fill(m);
+            ring.seqs[(m % CeilingRing::SLOTS) as usize].store(m + 1, Release);
+        }
+    });
+    let _ = writer.join();
+    let total = reader.join().unwrap_or(0);
+    let secs = t0.elapsed().as_secs_f64();
+    std::hint::black_box(total);
+    Record {
+        bench: "ceiling",
+        size,
+        mode: "2 threads".into(),
+        msgs_per_s: Some(n as f64 / secs),
+        gb_per_s: Some(n as f64 * size as f64 / secs / 1e9),
+        ..Default::default()
+    }
+}
+
 fn baseline_record(bench: &'static str, size: usize, s: RttSamples) -> Record {
     let mut samples = s.ns;
     samples.sort_unstable();
@@ -726,6 +813,9 @@ fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
             pb.inc(1);
             if size >= 1024 {
                 recs.push(memcpy_gbps(size));
+                if size >= 16384 {
+                    recs.push(copy_ceiling(size, n));
+                }
             }
             pb.inc(1);
         }
@@ -930,8 +1020,24 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
                 },
             )
         } else {
+            let ceiling: Vec<f64> = runs
+                .iter()
+                .filter_map(|rs| {
+                    let s = find(rs, "stream", size, mode)?;
+                    let c = find(rs, "ceiling", size, "")?;
+                    Some(s.gb_per_s? / c.gb_per_s?)
+                })
+                .collect();
+            let ceiling = if ceiling.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} × the cross-core copy ceiling (2 threads, no channel)",
+                    fmt(mmm(ceiling), 2)
+                )
+            };
             (
-                format!("{} × memcpy", fmt(mmm(memcpy), 2)),
+                format!("{} × memcpy{ceiling}", fmt(mmm(memcpy), 2)),
                 if size == 65536 {
                     "≥ 0.7 × memcpy"
                 } else {
@@ -1055,7 +1161,15 @@ fn print_tables(recs: &[Record], cpus: usize) {
                 .find(|m| m.bench == "memcpy" && m.size == r.size)
                 .and_then(|m| m.gb_per_s);
             let vs = match (r.bench, memcpy, r.gb_per_s, r.mpmc) {
-                ("stream", Some(m), Some(g), _) => format!("{:.2} x memcpy", g / m),
+                ("stream", Some(m), Some(g), _) => {
+                    let ceiling = recs
+                        .iter()
+                        .find(|c| c.bench == "ceiling" && c.size == r.size)
+                        .and_then(|c| c.gb_per_s)
+                        .map(|c| format!(", {:.2} x ceiling", g / c))
+                        .unwrap_or_default();
+                    format!("{:.2} x memcpy{ceiling}", g / m)
+                }
                 (_, _, _, Some((_, _, aq))) => format!(
                     "{:.2} x ArrayQueue",
                     r.msgs_per_s.unwrap_or(0.0) / aq.max(1.0)
