@@ -18,8 +18,10 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 const CHILD_ENV: &str = "SHMCHAN_BENCH_CHILD";
 /// First word of the message that ends a stream.
 const END: u64 = u64::MAX;
-/// Floor probes taken before and after each measurement.
-const FLOOR_ITERS: usize = 5000;
+/// Round trips of each floor probe (one before and one after every line): half the
+/// line's own round trips, so that the pooled probes hold as many samples as the
+/// measurement and their tail percentiles compare like with like (`--iters`).
+static FLOOR_ITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(10_000);
 /// Probes that disagree by more than this make the measurement repeat (then flag).
 const FLOOR_TOLERANCE: f64 = 1.2;
 
@@ -666,13 +668,18 @@ fn baseline_record(bench: &'static str, size: usize, s: RttSamples) -> Record {
 fn with_floor(mut f: impl FnMut() -> Result<Record>) -> Result<Record> {
     let mut last = None;
     for _ in 0..3 {
-        let fb = baselines::floor_probe(FLOOR_ITERS)?;
+        let iters = FLOOR_ITERS.load(std::sync::atomic::Ordering::Relaxed);
+        let fb = baselines::floor_probe(iters)?;
         let mut r = f()?;
-        let fa = baselines::floor_probe(FLOOR_ITERS)?;
+        let fa = baselines::floor_probe(iters)?;
         let (before, after) = (fb.median(), fa.median());
         r.floor_before = before;
         r.floor_after = after;
-        r.floor_p999 = (fb.percentile(99.9) + fa.percentile(99.9)) / 2;
+        // The tail of both probes pooled: as many samples as the measurement, taken
+        // around it, so a rare host event weighs the same in both p99.9s.
+        let mut pooled = fb;
+        pooled.ns.extend_from_slice(&fa.ns);
+        r.floor_p999 = pooled.percentile(99.9);
         let spread = before.max(after) as f64 / before.min(after).max(1) as f64;
         if spread <= FLOOR_TOLERANCE {
             return Ok(r);
@@ -690,6 +697,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    FLOOR_ITERS.store(
+        (args.iters / 2).max(2_500),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // The parent on CPU 0, every child on CPU 1.
     let _ = baselines::pin_to_cpu(0);
     let mut runs = Vec::new();
@@ -1002,14 +1013,17 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
             .map(|x| x / 1e6)
             .collect());
         let gb = mmm(rs.iter().filter_map(|r| r.gb_per_s).collect());
-        let memcpy: Vec<f64> = runs
-            .iter()
-            .filter_map(|rs| {
-                let s = find(rs, "stream", size, mode)?;
-                let m = find(rs, "memcpy", size, "")?;
-                Some(s.gb_per_s? / m.gb_per_s?)
-            })
-            .collect();
+        // Per run: this line's GB/s over the same run's `baseline` GB/s.
+        let ratio_to = |baseline: &str| -> Vec<f64> {
+            runs.iter()
+                .filter_map(|rs| {
+                    let s = find(rs, "stream", size, mode)?;
+                    let b = find(rs, baseline, size, "")?;
+                    Some(s.gb_per_s? / b.gb_per_s?)
+                })
+                .collect()
+        };
+        let memcpy = ratio_to("memcpy");
         let (ratio, goal) = if memcpy.is_empty() {
             (
                 "see `cargo bench --bench vs_rtrb`".to_owned(),
@@ -1020,14 +1034,7 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
                 },
             )
         } else {
-            let ceiling: Vec<f64> = runs
-                .iter()
-                .filter_map(|rs| {
-                    let s = find(rs, "stream", size, mode)?;
-                    let c = find(rs, "ceiling", size, "")?;
-                    Some(s.gb_per_s? / c.gb_per_s?)
-                })
-                .collect();
+            let ceiling = ratio_to("ceiling");
             let ceiling = if ceiling.is_empty() {
                 String::new()
             } else {
