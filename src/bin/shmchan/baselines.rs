@@ -47,6 +47,8 @@ use rustix::thread::{CpuSet, futex};
 const CHILD_ENV: &str = "SHMCHAN_BASELINE_CHILD";
 /// Untimed round trips before measurement starts.
 const WARMUP_ITERS: usize = 1000;
+/// Extra untimed round trips of the floor probe (settling, see `floor_probe`).
+pub(crate) const FLOOR_WARMUP_ITERS: usize = 19_000;
 /// Greeting a stream child writes first, so the parent can tell a real
 /// baseline child from a binary that never called [`maybe_run_child`].
 const HELLO: &[u8; 8] = b"SHMCBL01";
@@ -154,6 +156,17 @@ pub(crate) fn floor_probe(iters: usize) -> io::Result<RttSamples> {
     let yield_mask = plan.yield_mask();
     let mut samples = sample_buffer(iters);
     let mut seq = 0u64;
+    // A fresh pair of processes takes a few milliseconds to settle: untimed round trips
+    // first, as many as a shmchan round-trip measurement does (bench.rs).
+    for _ in 0..FLOOR_WARMUP_ITERS {
+        seq += 1;
+        shm.ping.0.store(seq, Ordering::Release);
+        spin_until(
+            || shm.pong.0.load(Ordering::Acquire) == seq,
+            yield_mask,
+            || child.check_alive(),
+        )?;
+    }
     for i in 0..WARMUP_ITERS + iters {
         seq += 1;
         let t0 = Instant::now();
