@@ -334,6 +334,47 @@ impl<T: Pod> Sender<T> {
         Ok(n as usize)
     }
 
+    /// Sends up to `n` messages built in place: `make(i)` returns message `i`, called
+    /// once for each `i` below the number that fit now, last one first (the order in
+    /// which the batch is published).
+    /// Published together like [`try_send_batch`](Self::try_send_batch); returns how
+    /// many were sent (at least one, or zero if `n` is 0).
+    ///
+    /// Each message goes from `make` straight into its slot, without an intermediate
+    /// array.
+    ///
+    /// # Errors
+    /// `Full(())` if not even one fits, `Disconnected(())` if the receiver is gone.
+    ///
+    /// ```
+    /// # use shmchan::{Receiver, Sender};
+    /// # let name = format!("doc-batch-with-{}", std::process::id());
+    /// let tx = Sender::<u64>::create(&name, 8)?;
+    /// let rx = Receiver::<u64>::open(&name)?;
+    /// assert_eq!(tx.try_send_batch_with(100, |i| i as u64 * 10)?, 8);
+    /// let mut sum = 0;
+    /// assert_eq!(rx.try_recv_batch_with(100, |m| sum += m)?, 8);
+    /// assert_eq!(sum, 280);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_send_batch_with(
+        &self,
+        n: usize,
+        mut make: impl FnMut(usize) -> T,
+    ) -> Result<usize, TrySendError<()>> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let k = self.core.try_room(n as u64)?;
+        // SAFETY: `try_room` saw `k` free slots from tail on; each payload is inside
+        // the mapping, aligned and sized for T (geometry validated), and ours alone
+        // until published.
+        self.core
+            .prod
+            .write_and_commit(k, |i, p| unsafe { p.cast::<T>().write(make(i as usize)) });
+        Ok(k as usize)
+    }
+
     /// Sends all of `msgs` in order, waiting for room as needed; publishes them in
     /// batches as room allows.
     ///
@@ -570,6 +611,48 @@ impl<T: Pod> Receiver<T> {
             // published (Acquire): inside the mapping, aligned for T, not rewritten
             // before the release that follows the copies. T: Pod: any bytes are a T.
             out[i as usize] = unsafe { p.cast::<T>().read() }
+        });
+        Ok(n as usize)
+    }
+
+    /// Hands up to `max` messages that are there now to `take`, in order, then
+    /// releases their slots together. Returns how many (at least one, or zero if `max`
+    /// is 0). If `take` panics, the messages of this call stay in the channel and are
+    /// received again.
+    ///
+    /// No intermediate array; but `take` runs while the batch is being read, so a slow
+    /// `take` keeps the slots from the sender longer than
+    /// [`try_recv_batch`](Self::try_recv_batch) into a buffer would (measured: 8-byte
+    /// messages stream about 20 % faster with the buffer when `take` sums each one).
+    ///
+    /// # Errors
+    /// `Empty`, or `Disconnected` once the sender is gone and the ring is drained.
+    ///
+    /// ```
+    /// # use shmchan::{Receiver, Sender};
+    /// # let name = format!("doc-recv-with-{}", std::process::id());
+    /// let tx = Sender::<u32>::create(&name, 4)?;
+    /// let rx = Receiver::<u32>::open(&name)?;
+    /// tx.try_send_batch(&[3, 4, 5])?;
+    /// let mut got = Vec::new();
+    /// assert_eq!(rx.try_recv_batch_with(2, |m| got.push(m))?, 2);
+    /// assert_eq!(got, [3, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_batch_with(
+        &self,
+        max: usize,
+        mut take: impl FnMut(T),
+    ) -> Result<usize, TryRecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        self.core.try_message()?;
+        let n = self.core.cons.read_and_release(max as u64, |_, p| {
+            // SAFETY: the ring hands us only payloads whose sequence word it saw
+            // published (Acquire): inside the mapping, aligned for T, not rewritten
+            // before the release that follows. T: Pod: any bytes are a T.
+            take(unsafe { p.cast::<T>().read() })
         });
         Ok(n as usize)
     }

@@ -159,11 +159,23 @@ fn struct_messages_arrive_whole_through_every_send_and_recv_path() {
         let mut rng = Rng::from_entropy();
         let mut seq = 0u64;
         while seq < total {
-            match rng.next_u64() % 5 {
+            match rng.next_u64() % 6 {
                 0 => {
                     tx.send_timeout(Msg::new(TAG, seq), MUST_FINISH)
                         .expect("send");
                     seq += 1;
+                }
+                // Batch built in place.
+                5 => {
+                    let k = rng.range(1, 17).min(total - seq) as usize;
+                    match tx.try_send_batch_with(k, |i| Msg::new(TAG, seq + i as u64)) {
+                        Ok(n) => {
+                            assert!(n >= 1 && n <= k);
+                            seq += n as u64;
+                        }
+                        Err(TrySendError::Full(())) => std::thread::yield_now(),
+                        Err(TrySendError::Disconnected(())) => panic!("receiver gone"),
+                    }
                 }
                 // Blocking batch: all of it, waiting for room as needed.
                 3 => {
@@ -232,11 +244,19 @@ fn struct_messages_arrive_whole_through_every_send_and_recv_path() {
     let mut buf = [Msg::zeroed(); 16];
     while expected < COUNT_MSG {
         assert!(t.elapsed() < MUST_FINISH, "stuck at message {expected}");
-        match rng.next_u64() % 4 {
+        match rng.next_u64() % 5 {
             0 => match rx.recv_timeout(MUST_FINISH) {
                 Ok(m) => check_msg(&m, &mut expected),
                 Err(e) => panic!("message {expected}: {e:?}"),
             },
+            4 => {
+                let max = rng.range(1, 40) as usize;
+                match rx.try_recv_batch_with(max, |m| check_msg(&m, &mut expected)) {
+                    Ok(n) => assert!(n >= 1 && n <= max),
+                    Err(TryRecvError::Empty) => std::thread::yield_now(),
+                    Err(TryRecvError::Disconnected) => panic!("sender gone at {expected}"),
+                }
+            }
             3 => match rx.recv_ref() {
                 Ok(m) => check_msg(&m, &mut expected),
                 Err(e) => panic!("message {expected}: {e:?}"),

@@ -260,35 +260,43 @@ fn child_echo<const W: usize>(base: &str, wait: WaitStrategy) -> Result<()> {
 fn child_sink<const W: usize>(base: &str, wait: WaitStrategy, batch: bool) -> Result<()> {
     let (mut rx, mut tx) = child_ends::<W>(base, wait)?;
     let mut total = 0u64;
-    let mut buf = vec![[0u64; W]; if batch { 64 } else { 1 }];
+    let mut buf = vec![[0u64; W]; 64];
     loop {
         if batch || W <= 8 {
-            // Small messages: take whatever is there (in one batch, or one by one).
+            // Small messages: take whatever is there (up to 64 into a buffer, or one
+            // by one, summed as each comes: one by one, a copy into memory would be
+            // an extra store per message, which on this path costs as much as the
+            // message; a batch copy runs tight enough not to matter).
+            let mut done = None;
+            let mut take = |m: [u64; W]| {
+                if m[0] == END {
+                    done = Some(total);
+                    total = 0;
+                } else {
+                    total = total.wrapping_add(checksum(&m));
+                }
+            };
             let got = if batch {
                 rx.try_recv_batch(&mut buf)
+                    .inspect(|&n| buf[..n].iter().for_each(|m| take(*m)))
             } else {
                 rx.try_recv().map(|m| {
-                    buf[0] = m;
+                    take(m);
                     1
                 })
             };
-            let n = match got {
-                Ok(n) => n,
+            match got {
+                Ok(_) => {}
                 Err(shmchan::TryRecvError::Empty) => {
                     std::hint::spin_loop();
                     continue;
                 }
                 Err(_) => return Ok(()),
-            };
-            for m in &buf[..n] {
-                if m[0] == END {
-                    let mut slot = tx.loan().map_err(|_| "parent went away")?;
-                    slot.fill(total);
-                    slot.commit();
-                    total = 0;
-                } else {
-                    total = total.wrapping_add(checksum(m));
-                }
+            }
+            if let Some(sum) = done {
+                let mut slot = tx.loan().map_err(|_| "parent went away")?;
+                slot.fill(sum);
+                slot.commit();
             }
         } else {
             let (first, sum) = match rx.recv_ref() {
@@ -458,22 +466,15 @@ fn measure_stream<const W: usize>(n: usize, batch: bool) -> Result<Record> {
     let t0 = Instant::now();
     let mut expect = 0u64;
     if batch {
-        let mut batch = [[0u64; W]; 64];
+        // Up to 64 at a time, each built straight into its slot.
         let mut i = 0u64;
         while i < n as u64 {
             let k = (n as u64 - i).min(64) as usize;
-            for (j, m) in batch[..k].iter_mut().enumerate() {
-                m.fill(i + j as u64);
+            match pair.tx.try_send_batch_with(k, |j| [i + j as u64; W]) {
+                Ok(sent) => i += sent as u64,
+                Err(shmchan::TrySendError::Full(())) => std::hint::spin_loop(),
+                Err(_) => return Err("child went away".into()),
             }
-            let mut sent = 0;
-            while sent < k {
-                match pair.tx.try_send_batch(&batch[sent..k]) {
-                    Ok(s) => sent += s,
-                    Err(shmchan::TrySendError::Full(())) => std::hint::spin_loop(),
-                    Err(_) => return Err("child went away".into()),
-                }
-            }
-            i += k as u64;
         }
     } else if W <= 8 {
         // Small messages by value, one send each.
