@@ -158,16 +158,7 @@ pub(crate) fn floor_probe(iters: usize) -> io::Result<RttSamples> {
     let mut seq = 0u64;
     // A fresh pair of processes takes a few milliseconds to settle: untimed round trips
     // first, as many as a shmchan round-trip measurement does (bench.rs).
-    for _ in 0..FLOOR_WARMUP_ITERS {
-        seq += 1;
-        shm.ping.0.store(seq, Ordering::Release);
-        spin_until(
-            || shm.pong.0.load(Ordering::Acquire) == seq,
-            yield_mask,
-            || child.check_alive(),
-        )?;
-    }
-    for i in 0..WARMUP_ITERS + iters {
+    for i in 0..FLOOR_WARMUP_ITERS + WARMUP_ITERS + iters {
         seq += 1;
         let t0 = Instant::now();
         // Release/Acquire: makes the handoff a happens-before edge like a real
@@ -178,7 +169,9 @@ pub(crate) fn floor_probe(iters: usize) -> io::Result<RttSamples> {
             yield_mask,
             || child.check_alive(),
         )?;
-        record(&mut samples, i, t0);
+        if let Some(i) = i.checked_sub(FLOOR_WARMUP_ITERS) {
+            record(&mut samples, i, t0);
+        }
     }
     // Release: orders the stop after all earlier pings (not strictly needed).
     shm.ping.0.store(STOP64, Ordering::Release);

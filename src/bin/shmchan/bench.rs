@@ -91,6 +91,25 @@ struct Record {
 }
 
 impl Record {
+    /// A throughput line: `n` messages of `size` bytes in `took`.
+    fn throughput(
+        bench: &'static str,
+        size: usize,
+        mode: &str,
+        n: usize,
+        took: Duration,
+    ) -> Record {
+        let secs = took.as_secs_f64();
+        Record {
+            bench,
+            size,
+            mode: mode.into(),
+            msgs_per_s: Some(n as f64 / secs),
+            gb_per_s: Some(n as f64 * size as f64 / secs / 1e9),
+            ..Default::default()
+        }
+    }
+
     fn floor(&self) -> u64 {
         self.floor_pooled
             .unwrap_or((self.floor_before + self.floor_after) / 2)
@@ -559,15 +578,7 @@ fn memcpy_gbps(size: usize) -> Record {
         std::hint::black_box(&mut dst);
         dst[i % size] = 0;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    Record {
-        bench: "memcpy",
-        size,
-        mode: "1 thread".into(),
-        msgs_per_s: Some(n as f64 / secs),
-        gb_per_s: Some(n as f64 * size as f64 / secs / 1e9),
-        ..Default::default()
-    }
+    Record::throughput("memcpy", size, "1 thread", n, t0.elapsed())
 }
 
 /// A ring of `size`-byte slots with no channel around it, for [`copy_ceiling`].
@@ -645,16 +656,8 @@ fn copy_ceiling(size: usize, n: usize) -> Record {
     });
     let _ = writer.join();
     let total = reader.join().unwrap_or(0);
-    let secs = t0.elapsed().as_secs_f64();
     std::hint::black_box(total);
-    Record {
-        bench: "ceiling",
-        size,
-        mode: "2 threads".into(),
-        msgs_per_s: Some(n as f64 / secs),
-        gb_per_s: Some(n as f64 * size as f64 / secs / 1e9),
-        ..Default::default()
-    }
+    Record::throughput("ceiling", size, "2 threads", n as usize, t0.elapsed())
 }
 
 fn baseline_record(bench: &'static str, size: usize, s: RttSamples) -> Record {
@@ -679,21 +682,30 @@ fn with_floor(mut f: impl FnMut() -> Result<Record>) -> Result<Record> {
         let mut r = f()?;
         let fa = baselines::floor_probe(iters)?;
         let (before, after) = (fb.median(), fa.median());
-        r.floor_before = before;
-        r.floor_after = after;
         // The tail of both probes pooled: as many samples as the measurement, taken
         // around it, so a rare host event weighs the same in both p99.9s.
         let mut pooled = fb;
         pooled.ns.extend_from_slice(&fa.ns);
         r.floor_p999 = pooled.percentile(99.9);
-        let spread = before.max(after) as f64 / before.min(after).max(1) as f64;
-        if spread <= FLOOR_TOLERANCE {
+        if floor_check(&mut r, before, after) {
             return Ok(r);
         }
-        r.flag = Some(format!("floor moved {before}->{after} ns"));
         last = Some(r);
     }
     last.ok_or_else(|| "no measurement".into())
+}
+
+/// Records the floor probed before and after `r`; `false`, with `r` flagged, if the
+/// two disagree by more than [`FLOOR_TOLERANCE`].
+fn floor_check(r: &mut Record, before: u64, after: u64) -> bool {
+    r.floor_before = before;
+    r.floor_after = after;
+    let spread = before.max(after) as f64 / before.min(after).max(1) as f64;
+    if spread <= FLOOR_TOLERANCE {
+        return true;
+    }
+    r.flag = Some(format!("floor moved {before}->{after} ns"));
+    false
 }
 
 /// Alternations of floor probe and measurement in a round-trip line.
@@ -728,19 +740,15 @@ fn rtt_line(mut chunk: impl FnMut(usize) -> Result<Record>, iters: usize) -> Res
         r.cpu_ns_per_msg = Some(cpu.iter().sum::<f64>() / cpu.len().max(1) as f64);
         let before = floors.first().map_or(0, |f| f.median());
         let after = floors.last().map_or(0, |f| f.median());
-        r.floor_before = before;
-        r.floor_after = after;
         let mut pooled = RttSamples::default();
         for f in &floors {
             pooled.ns.extend_from_slice(&f.ns);
         }
         r.floor_p999 = pooled.percentile(99.9);
         r.floor_pooled = Some(pooled.median());
-        let spread = before.max(after) as f64 / before.min(after).max(1) as f64;
-        if spread <= FLOOR_TOLERANCE {
+        if floor_check(&mut r, before, after) {
             return Ok(r);
         }
-        r.flag = Some(format!("floor moved {before}->{after} ns"));
         last = Some(r);
     }
     last.ok_or_else(|| "no measurement".into())
