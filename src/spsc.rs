@@ -277,20 +277,8 @@ impl Producer {
     /// `tail` and wakes a sleeping consumer.
     #[inline]
     pub fn commit(&self, n: u64) {
-        let start = self.tail.get();
-        // Last slot first: the consumer, which polls the first one, then finds the
-        // whole batch published at once and reads every line of it once, instead of
-        // chasing our stores line by line (each of its early reads would pull a line
-        // back across cores that we are still writing).
-        for i in (0..n).rev() {
-            let pos = start.wrapping_add(i);
-            // Release pairs with the consumer's Acquire load of the sequence word: the
-            // payload written before is visible once the word is.
-            self.ring
-                .seq(pos)
-                .store(pos.wrapping_add(1) as u32, Ordering::Release);
-        }
-        self.advance(start.wrapping_add(n));
+        // The payloads are written: publish them as a batch does (last slot first).
+        self.write_and_commit(n, |_, _| {});
     }
 
     /// Writes and publishes one message if a slot is free (`write` fills its
@@ -312,9 +300,13 @@ impl Producer {
         true
     }
 
-    /// Writes and publishes `n` slots from `tail` on in one pass, last slot first (as
-    /// `commit`): `write(i, payload)` fills the payload of `tail + i`. The caller
-    /// checked that `n` slots are free.
+    /// Writes and publishes `n` slots from `tail` on in one pass: `write(i, payload)`
+    /// fills the payload of `tail + i`. The caller checked that `n` slots are free.
+    ///
+    /// Last slot first: the consumer, which polls the first one, then finds the whole
+    /// batch published at once and reads every line of it once, instead of chasing our
+    /// stores line by line (each of its early reads would pull a line back across
+    /// cores that we are still writing).
     #[inline]
     pub fn write_and_commit(&self, n: u64, mut write: impl FnMut(u64, *mut u8)) {
         let ring = self.ring;
