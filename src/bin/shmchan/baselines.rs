@@ -169,9 +169,7 @@ pub(crate) fn floor_probe(iters: usize) -> io::Result<RttSamples> {
             yield_mask,
             || child.check_alive(),
         )?;
-        if let Some(i) = i.checked_sub(FLOOR_WARMUP_ITERS) {
-            record(&mut samples, i, t0);
-        }
+        record(&mut samples, i, t0);
     }
     // Release: orders the stop after all earlier pings (not strictly needed).
     shm.ping.0.store(STOP64, Ordering::Release);
@@ -663,17 +661,27 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 // Samples
 // ---------------------------------------------------------------------------
 
-/// A pre-faulted sample buffer (non-zero fill, so the pages are really
-/// touched now and no page fault lands inside a timed round trip).
-fn sample_buffer(iters: usize) -> Vec<u64> {
+/// A sample buffer for [`record`], its pages faulted in now (non-zero fill).
+pub(crate) fn sample_buffer(iters: usize) -> Vec<u64> {
     vec![u64::MAX; iters]
 }
 
-/// Stores the time since `t0` as sample `i - WARMUP_ITERS` (warm-up
-/// iterations are dropped).
-fn record(samples: &mut [u64], i: usize, t0: Instant) {
+/// Stores the time since `t0` in `samples[i % len]`, for every round trip `i`,
+/// warm-up included, so after a loop of at least `len` round trips the buffer holds
+/// the last `len` of them.
+///
+/// Why every round trip writes: the buffer's lines are then in cache when the timed
+/// round trips write them. A timed store to a line not in cache (a fresh or long-idle
+/// buffer: one new line every 8 samples) misses, and since x86 commits stores in
+/// order, the next message's stores wait behind it. Measured with a buffer filled
+/// once before the warm-up: slow round trips (more than 1.67x the median) clustered
+/// at one index mod 8, and the harness showed ~10x the raw loop's slow round trips.
+pub(crate) fn record(samples: &mut [u64], i: usize, t0: Instant) {
     let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    if let Some(slot) = i.checked_sub(WARMUP_ITERS).and_then(|k| samples.get_mut(k)) {
+    if let Some(slot) = i
+        .checked_rem(samples.len())
+        .and_then(|k| samples.get_mut(k))
+    {
         *slot = ns;
     }
 }
