@@ -300,6 +300,9 @@ impl RecvCore {
 
     #[cold]
     fn wait_for_message(&self, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        if wait::quick_poll(|| self.ready()) {
+            return Ok(());
+        }
         let w: &WaitWord = &self.ring().ctl().not_empty.w;
         let r = wait::block_on(
             w,

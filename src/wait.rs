@@ -179,6 +179,30 @@ fn leave(w: &WaitWord) {
     }
 }
 
+/// Looks for readiness [`QUICK_POLLS`] times, with only a spin hint between looks;
+/// `true` as soon as `ready` says so.
+///
+/// A receiver calls it before [`block_on`]: in a ping-pong the message is usually
+/// already on its way, and this loop looks more often than `block_on`'s (which also
+/// checks the peer, the deadline and the clock). Measured on the 8-byte busy round trip,
+/// ~1,800 interleaved runs: p50 140 -> 131 ns at a ~120 ns floor, mean 104 -> 89 ns at a
+/// 50 ns floor.
+#[inline]
+pub(crate) fn quick_poll(mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..QUICK_POLLS {
+        spin_hint();
+        if ready() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Looks of [`quick_poll`]: about 0.8 µs here (a spin hint, `pause`, takes ~26 ns on
+/// these AMD cores); polling without the hint measured slower (p50 150 against 130 ns
+/// at a 120 ns floor).
+const QUICK_POLLS: u32 = 32;
+
 /// Runs `attempt` until it is ready, waiting on `w` between tries. `attempt(true)`
 /// is the last look before sleeping: it must decide on the latest state (see
 /// `MpmcRing::is_latest`); `attempt(false)` is a poll and may see a stale state.
