@@ -793,7 +793,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.json {
         let out = json!({
-            "machine": { "cpus": cpus, "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
+            "machine": { "cpus": cpus, "cpu_model": cpu_model(), "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
             "runs": args.runs.max(1),
             "records": runs.iter().enumerate().flat_map(|(i, rs)| rs.iter().map(move |r| {
                 let mut v = r.json();
@@ -956,6 +956,19 @@ fn mmm(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// The README's results table: each ratio is taken within one run (against that run's
 /// floor probe or baseline), then summarised over the runs as median (min-max).
+/// The CPU's model name from `/proc/cpuinfo` (results differ a lot between models).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
     let find = |rs: &'_ [Record], bench: &str, size: usize, mode: &str| -> Option<Record> {
         rs.iter()
@@ -970,7 +983,8 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
     let fmt = |(m, lo, hi): (f64, f64, f64), d: usize| format!("{m:.d$} ({lo:.d$}-{hi:.d$})");
     let n = runs.len();
     println!(
-        "Measured by `shmchan bench --runs {n} --markdown` on {cpus} CPUs; each cell is the median over {n} runs (min-max). Ratios are taken within a run: to the floor probe (for round trips, the probes interleaved with the line's five chunks, as many round trips in all; for the other lines, probes right before and after), or to a baseline of the same run."
+        "Measured by `shmchan bench --runs {n} --markdown` on {cpus} CPUs ({}); each cell is the median over {n} runs (min-max). Ratios are taken within a run: to the floor probe (for round trips, the probes interleaved with the line's five chunks, as many round trips in all; for the other lines, probes right before and after), or to a baseline of the same run.",
+        cpu_model()
     );
     println!();
     println!("| measurement | value | ratio | goal |");
@@ -1163,7 +1177,10 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
 }
 
 fn print_tables(recs: &[Record], cpus: usize) {
-    println!("shmchan bench: 2 processes pinned to CPUs 0 and 1 ({cpus} CPUs online)");
+    println!(
+        "shmchan bench: 2 processes pinned to CPUs 0 and 1 ({cpus} CPUs online, {})",
+        cpu_model()
+    );
     println!(
         "floor = median round trip of one cache line each way between the two processes, probed before and after each line"
     );
