@@ -11,6 +11,7 @@ mod admin;
 mod baselines;
 mod bench;
 mod mpmc_bench;
+mod rtrb_baseline;
 mod soak;
 mod svg;
 
