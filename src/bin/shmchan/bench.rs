@@ -22,6 +22,8 @@ const END: u64 = u64::MAX;
 /// line's own round trips, so that the pooled probes hold as many samples as the
 /// measurement and their tail percentiles compare like with like (`--iters`).
 static FLOOR_ITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(10_000);
+/// `--capacity`, or 0 for the default by message size (see `Pair::start`).
+static CAPACITY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Probes that disagree by more than this make the measurement repeat (then flag).
 const FLOOR_TOLERANCE: f64 = 1.2;
 
@@ -55,6 +57,10 @@ pub struct BenchArgs {
     /// Messages per streaming run (default: 256 MiB worth, 10 thousand to 4 million).
     #[arg(long)]
     stream_msgs: Option<usize>,
+    /// Ring capacity (slots) of the benchmark's channels (default: 4096 for messages up
+    /// to 64 B, 256 up to 1 KiB, 16 above). Latency depends on it: see the README.
+    #[arg(long)]
+    capacity: Option<usize>,
     /// Repeat everything this many times; tables then show the median (min-max).
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -354,12 +360,11 @@ impl<const W: usize> Pair<W> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let base = format!("shmchan-bench-{}-{n}", std::process::id());
-        let cap = if W <= 8 {
-            4096
-        } else if W <= 128 {
-            256
-        } else {
-            16
+        let cap = match CAPACITY.load(std::sync::atomic::Ordering::Relaxed) {
+            0 if W <= 8 => 4096,
+            0 if W <= 128 => 256,
+            0 => 16,
+            n => n,
         };
         let opts = Options::new()
             .capacity(cap)
@@ -821,6 +826,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .unwrap_or(1);
     FLOOR_ITERS.store(
         (args.iters / 2).max(2_500),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    CAPACITY.store(
+        args.capacity.unwrap_or(0),
         std::sync::atomic::Ordering::Relaxed,
     );
     // The parent on CPU 0, every child on CPU 1.
