@@ -72,6 +72,11 @@ impl Options {
 
     /// Number of slots, a power of two. Needed to create; when opening, a different
     /// capacity is an error (`CapacityMismatch`).
+    ///
+    /// Latency: a message of 32 bytes or more takes a cache line of its own, and a ring
+    /// of many such lines pays for a new line per message. For request/response traffic
+    /// with one message in flight, 2-4 slots keep the round trip at the cross-core floor
+    /// (measured for 32 B: 1.0-1.1x the floor with 2 slots, 1.3-1.6x with 256).
     pub fn capacity(mut self, capacity: usize) -> Options {
         self.capacity = Some(capacity as u64);
         self
