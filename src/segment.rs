@@ -86,7 +86,12 @@ pub(crate) fn stat(fd: &OwnedFd) -> Result<ObjectInfo, OpenError> {
 fn reserve(fd: &OwnedFd, len: u64, name: &str) -> Result<(), OpenError> {
     use rustix::fs::{FallocateFlags, fallocate};
     use rustix::io::Errno;
-    match fallocate(fd, FallocateFlags::empty(), 0, len) {
+    // tmpfs gives up a long allocation when a signal arrives (EINTR): try again.
+    let mut r = fallocate(fd, FallocateFlags::empty(), 0, len);
+    while r == Err(Errno::INTR) {
+        r = fallocate(fd, FallocateFlags::empty(), 0, len);
+    }
+    match r {
         Ok(()) => Ok(()),
         Err(Errno::NOSPC) => Err(OpenError::NoSpace {
             name: name.to_owned(),
