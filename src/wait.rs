@@ -223,7 +223,8 @@ pub(crate) fn block_on<R>(
     // message that arrives during it waits for it. In a ping-pong every receive enters
     // here; measured when a line crosses cores in ~25 ns (a 50-60 ns floor), the 8-byte
     // round trip's p50 went from 100 to 90 ns (no change at slower floors). The spin
-    // budget and the first liveness slice count from that first read (64 polls late).
+    // budget and the first liveness slice count from that first read (64 polls, ~2 µs,
+    // late).
     let mut start: Option<Instant> = None;
     let mut next_slice: Option<Instant> = None;
     let budget = strategy.spin_budget();

@@ -593,7 +593,7 @@ const IDLE_ROUNDS: usize = 5;
 /// raw futex handoff, in [`IDLE_ROUNDS`] rounds in which the three take turns (a fresh
 /// pair of processes each). A wake-up costs what the host charges to un-halt a vCPU,
 /// which drifts by 2x within a minute; measured one after the other, the three lines
-/// compared different hosts (ratios from 0.65 to 1.6 between runs).
+/// met different host states (ratios from 0.65 to 1.6 between runs).
 fn idle_lines(gap: Duration, count: usize) -> Result<Vec<Record>> {
     let per = (count / IDLE_ROUNDS).max(1);
     let raw_bench = if gap >= Duration::from_millis(10) {
