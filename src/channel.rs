@@ -547,6 +547,9 @@ impl<T: Pod> Receiver<T> {
     /// The fast path of a receive: the next message, if it is published.
     #[inline]
     fn take_now(&self) -> Option<T> {
+        if self.core.end.forked() {
+            return None;
+        }
         // SAFETY: `try_take` hands us the payload of a slot it saw published (Acquire):
         // inside the mapping, aligned for T, not rewritten before the release that
         // follows. T: Pod, so any bytes form a valid T.

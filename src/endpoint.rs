@@ -5,9 +5,9 @@
 //! for it, and publish/release; the typed and byte handles only move bytes.
 
 use crate::error::{OpenError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
-use crate::layout::{PeerEntry, WaitWord};
+use crate::layout::WaitWord;
 use crate::options::Options;
-use crate::peers::{self, Claim, EntryState, Role};
+use crate::peers::{self, Claim, ClaimError, EntryState, Role};
 use crate::shared::{Shared, Wanted};
 use crate::spsc::{Consumer, Producer, Ring};
 use crate::sync::Ordering;
@@ -33,8 +33,12 @@ pub(crate) struct End {
     role: Role,
     wait: WaitStrategy,
     liveness: Duration,
-    /// When the polling path may next probe the peer's liveness (a syscall).
-    next_probe: Cell<Instant>,
+    /// When the polling path may next probe the peer's liveness (a syscall); `None`:
+    /// never (the interval is too long to represent).
+    next_probe: Cell<Option<Instant>>,
+    /// The fork generation this handle attached in; in any other (a forked child) the
+    /// handle is inert.
+    fork_gen: u32,
 }
 
 impl End {
@@ -50,11 +54,23 @@ impl End {
             Role::Sender => SENDER_ENTRY,
             Role::Receiver => RECEIVER_ENTRY,
         };
-        let claim = peers::claim(&hdr.peers[mine], mine, role, &hdr.config.peer_generation)
-            .map_err(|pid| OpenError::RoleTaken {
+        let claim = peers::claim(
+            &shared.seg.file,
+            &hdr.peers[mine],
+            mine,
+            role,
+            &hdr.config.peer_generation,
+        )
+        .map_err(|e| match e {
+            ClaimError::Taken { pid } => OpenError::RoleTaken {
                 role: role.name(),
                 pid,
-            })?;
+            },
+            ClaimError::Io(e) => OpenError::Io(e),
+        })?;
+        if let Some(dead) = claim.took_over {
+            shared.forget_holder(dead);
+        }
         let ctl = &hdr.ring;
         // We are the only holder of our role, so any sleeper still counted on our wait
         // word is a predecessor that died asleep: forget it, or every peer operation
@@ -79,32 +95,51 @@ impl End {
             role,
             wait: opts.wait,
             liveness: opts.liveness_interval,
-            next_probe: Cell::new(Instant::now() + opts.liveness_interval),
+            next_probe: Cell::new(deadline_in(opts.liveness_interval)),
+            fork_gen: crate::process::generation(),
         };
         Ok((end, ring))
     }
 
-    fn peer_entry(&self) -> &PeerEntry {
-        let idx = match self.role {
+    fn peer_index(&self) -> usize {
+        match self.role {
             Role::Sender => RECEIVER_ENTRY,
             Role::Receiver => SENDER_ENTRY,
-        };
-        &self.shared.header().peers[idx]
+        }
     }
 
-    /// Whether the peer is gone (it was attached once, and left or died). Probes the
-    /// peer's liveness (syscalls) when `probe` is set; else one load.
+    /// Whether this handle is used in a process forked after it attached, where it is
+    /// inert (every operation reports `Disconnected`). One relaxed load, no syscall.
+    #[inline]
+    pub fn forked(&self) -> bool {
+        self.fork_gen != crate::process::generation()
+    }
+
+    /// Whether the peer is gone (it was attached once, and left or died), or this
+    /// handle is inert in a forked child. Probes the peer's liveness (a syscall) when
+    /// `probe` is set; else two loads.
     #[inline]
     pub fn peer_gone(&self, probe: bool) -> bool {
-        matches!(peers::check(self.peer_entry(), probe), EntryState::Vacated)
+        if self.forked() {
+            return true;
+        }
+        let idx = self.peer_index();
+        let st = peers::check(
+            &self.shared.seg.file,
+            &self.shared.header().peers[idx],
+            idx,
+            probe,
+            |dead| self.shared.forget_holder(dead),
+        );
+        matches!(st, EntryState::Vacated)
     }
 
     /// Like `peer_gone`, probing liveness at most once per liveness interval.
     pub fn peer_gone_rate_limited(&self) -> bool {
         let now = Instant::now();
-        let probe = now >= self.next_probe.get();
+        let probe = self.next_probe.get().is_some_and(|t| now >= t);
         if probe {
-            self.next_probe.set(now + self.liveness);
+            self.next_probe.set(now.checked_add(self.liveness));
         }
         self.peer_gone(probe)
     }
@@ -122,8 +157,18 @@ impl End {
 
 impl Drop for End {
     fn drop(&mut self) {
+        if self.forked() {
+            // Inherited through fork(): the entry, the lock and the name belong to the
+            // process that attached.
+            return;
+        }
         let hdr = self.shared.header();
-        peers::release(&hdr.peers[self.claim.index], self.claim);
+        peers::release(
+            &self.shared.seg.file,
+            &hdr.peers[self.claim.index],
+            self.claim,
+            |left| self.shared.forget_holder(left),
+        );
         // Wake the peer wherever it waits, so it sees the disconnect now.
         wait::notify_all(&hdr.ring.not_empty.w);
         wait::notify_all(&hdr.ring.not_full.w);
@@ -255,7 +300,7 @@ impl RecvCore {
     /// Whether the next slot holds a message.
     #[inline]
     pub fn ready(&self) -> bool {
-        self.cons.ready_at(0)
+        !self.end.forked() && self.cons.ready_at(0)
     }
 
     /// `Ok` if the next slot holds a message now.

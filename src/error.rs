@@ -123,6 +123,14 @@ pub enum OpenError {
     /// Every entry of the peer table is held by a live process.
     #[error("peer table is full ({0} entries)")]
     TooManyPeers(u32),
+    /// This process (or the system) has no file descriptor left. Every channel a
+    /// process is attached to keeps one descriptor open (all handles of one channel
+    /// share it), because the liveness lock lives on it; the soft `RLIMIT_NOFILE` was
+    /// already raised to the hard limit.
+    #[error(
+        "no file descriptor left: each attached channel keeps one open; raise the hard limit (ulimit -Hn, LimitNOFILE=) or drop unused channels"
+    )]
+    TooManyOpenFiles,
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(&'static str),
@@ -143,6 +151,7 @@ impl OpenError {
                 name: name.to_owned(),
                 reason: "too long for this system",
             },
+            rustix::io::Errno::MFILE | rustix::io::Errno::NFILE => OpenError::TooManyOpenFiles,
             other => OpenError::Io(other.into()),
         }
     }

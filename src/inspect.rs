@@ -8,6 +8,7 @@ use crate::layout::{
 use crate::peers::{self, EntryState};
 use crate::segment::{self, Segment};
 use crate::sync::Ordering;
+use std::os::fd::AsFd;
 use std::time::{Duration, SystemTime};
 
 /// A process attached to a channel, as its peer table says.
@@ -15,13 +16,17 @@ use std::time::{Duration, SystemTime};
 pub struct PeerInfo {
     /// Index in the peer table.
     pub index: usize,
-    /// Process id.
+    /// Process id, as seen in the holder's own PID namespace (display only: liveness
+    /// is decided by a lock the kernel holds for the process).
     pub pid: u32,
+    /// Inode of the holder's PID namespace (`stat -L /proc/PID/ns/pid`), so a pid
+    /// from another container can be told apart; 0 if unknown.
+    pub pid_namespace: u32,
     /// `"sender"` or `"receiver"`.
     pub role: &'static str,
     /// Attach generation.
     pub generation: u32,
-    /// Whether the process is alive now.
+    /// Whether the holder is alive now (it holds its liveness lock).
     pub alive: bool,
 }
 
@@ -107,7 +112,12 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
         });
     }
     // The header page, and (below, for SPSC) a few slots after the tail hint.
-    let map = Segment::map_fd_readonly(fd, size as usize)?;
+    let map = Segment::map_fd_readonly(&fd, size as usize)?;
+    // A lock test through our own (new) open file description sees every holder's
+    // lock, this process's included.
+    let locked = |index: u8| {
+        crate::ofd::locked_by_other(fd.as_fd(), crate::process::lock_byte(index)).unwrap_or(true)
+    };
     let hdr = map.as_ptr() as *const Header;
     // SAFETY: the mapping is HEADER_SIZE bytes, page aligned, and lives until the end
     // of this function; the header's fields are integers and atomics.
@@ -117,11 +127,13 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     let init = h.config.init_state.load(Ordering::Acquire);
     if init == INIT_CREATING && (snap.magic == MAGIC || snap.magic == [0; 8]) {
         let pid = snap.creator_pid;
-        return Err(if pid != 0 && !crate::shared::creator_alive(pid) {
-            OpenError::CreatorDied { pid }
-        } else {
-            OpenError::InitTimeout
-        });
+        return Err(
+            if !locked(crate::process::INIT_LOCK) && snap.magic == MAGIC {
+                OpenError::CreatorDied { pid }
+            } else {
+                OpenError::InitTimeout
+            },
+        );
     }
     if snap.magic != MAGIC {
         return Err(OpenError::BadMagic);
@@ -160,16 +172,18 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     {
         let state = e.state.load(Ordering::Acquire);
         if let EntryState::Held(holder) = peers::decode(state) {
+            let (pid, pid_namespace) = peers::stamp_of(e);
             peer_list.push(PeerInfo {
                 index,
-                pid: holder.pid,
+                pid,
+                pid_namespace,
                 role: if holder.role == 0 {
                     "sender"
                 } else {
                     "receiver"
                 },
                 generation: holder.generation,
-                alive: peers::holder_alive(state, e.stamp.load(Ordering::Acquire)),
+                alive: locked(index as u8),
             });
         }
     }

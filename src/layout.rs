@@ -29,7 +29,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// The first eight bytes of every shmchan segment.
 pub const MAGIC: [u8; 8] = *b"SHMCHAN\0";
 /// Version of this layout; an opener refuses any other.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header (one page); the slots start here.
 pub const HEADER_SIZE: usize = 4096;
 /// Segments are sized in whole pages.
@@ -83,7 +83,9 @@ pub(crate) struct Config {
     pub total_len: u64,
     /// [`INIT_CREATING`] until the header is complete, then [`INIT_READY`] (Release).
     pub init_state: AtomicU32,
-    /// Pid of the creating process, written first so an opener can tell a dead creator.
+    /// Pid of the creating process (in its own PID namespace), for messages only: an
+    /// opener tells a dead creator by its init lock (byte `2^40 + 255` of the object),
+    /// which the creator holds until `init_state` is READY.
     pub creator_pid: AtomicU32,
     /// Effective uid of the creator.
     pub creator_uid: u32,
@@ -191,12 +193,15 @@ pub(crate) struct AttachLine {
 }
 
 /// One entry of the peer table. See `peers.rs` for the encoding of `state`.
+///
+/// Entry `i` is held while its holder holds an open-file-description write lock on
+/// byte `2^40 + i` of the segment object (version 2; version 1 judged liveness by pid).
 #[repr(C)]
 pub(crate) struct PeerEntry {
-    /// 0: never used; 1: vacated; otherwise `generation << 32 | role << 30 | pid`.
+    /// 0: never used; 1: vacated; otherwise
+    /// `generation << 32 | role << 30 | not_full_sleepers << 15 | not_empty_sleepers`.
     pub state: AtomicU64,
-    /// Generation and start time of the holder (see `peers.rs`), compared on liveness
-    /// checks so that a reused pid is not taken for the holder.
+    /// `pid_namespace_inode << 32 | pid` of the holder, for display only.
     pub stamp: AtomicU64,
 }
 

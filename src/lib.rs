@@ -60,9 +60,13 @@ mod membarrier;
 #[cfg(not(loom))]
 mod mpmc_channel;
 mod mpmc_ring;
+#[cfg(not(loom))]
+mod ofd;
 mod options;
 #[cfg(not(loom))]
 mod peers;
+#[cfg(not(loom))]
+mod process;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]

@@ -34,7 +34,8 @@ pub(crate) fn register() -> bool {
     use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
     use std::sync::Mutex;
     static REGISTERED: Mutex<Option<(u32, bool)>> = Mutex::new(None);
-    let pid = crate::peers::my_pid();
+    // Keyed by fork generation: a forked child registers again.
+    let pid = crate::process::generation();
     let mut g = match REGISTERED.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

@@ -34,7 +34,12 @@ fn wanted<T: Pod>() -> Wanted {
 
 /// Nanoseconds since `epoch`, for rate limits shared between threads.
 fn nanos_since(epoch: Instant) -> u64 {
-    epoch.elapsed().as_nanos() as u64
+    nanos(epoch.elapsed())
+}
+
+/// `d` in nanoseconds, saturating (`Duration::MAX` is about 2^94 ns).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One attachment (a peer-table entry), shared by all clones of a handle.
@@ -49,6 +54,9 @@ struct Attachment {
     epoch: Instant,
     /// When (ns since `epoch`) the next liveness probe may run.
     next_probe: AtomicU64,
+    /// The fork generation this attachment was made in; in any other (a forked child)
+    /// its handles are inert.
+    fork_gen: u32,
 }
 
 impl Attachment {
@@ -60,11 +68,12 @@ impl Attachment {
         let shared = Shared::attach(name, opts, &wanted::<T>())?;
         let hdr = shared.header();
         let peers = shared.peers();
-        let claim = peers::claim_any(peers, role, &hdr.config.peer_generation)
+        let claim = peers::claim_any(&shared.seg.file, peers, role, &hdr.config.peer_generation)?
             .ok_or(OpenError::TooManyPeers(peers.len() as u32))?;
-        if let Some(old) = claim.took_over {
-            // The dead holder we replaced was counted in its role's hint.
-            Self::uncount(Self::count(&shared, old));
+        if let Some(dead) = claim.took_over {
+            // The dead holder we replaced is still counted in its role's hint and as a
+            // sleeper on the words it slept on.
+            shared.forget_holder(dead);
         }
         Self::count(&shared, role as u32).fetch_add(1, Ordering::Relaxed);
         let attaches = match role {
@@ -97,7 +106,8 @@ impl Attachment {
             wait: opts.wait,
             liveness: opts.liveness_interval,
             epoch,
-            next_probe: AtomicU64::new(opts.liveness_interval.as_nanos() as u64),
+            next_probe: AtomicU64::new(nanos(opts.liveness_interval)),
+            fork_gen: crate::process::generation(),
         }))
     }
 
@@ -110,14 +120,25 @@ impl Attachment {
         }
     }
 
-    /// Decrements a hint, never below zero (a holder killed between claiming its
-    /// entry and counting itself is reaped without having been counted).
-    fn uncount(c: &AtomicU32) {
-        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    fn reaped(&self) -> impl FnMut(u64) + '_ {
+        |dead| self.shared.forget_holder(dead)
     }
 
-    fn reaped(&self) -> impl FnMut(u32) + '_ {
-        |role| Self::uncount(Self::count(&self.shared, role))
+    /// Whether this attachment is used in a process forked after it was made, where
+    /// it is inert (operations report `Disconnected`). One relaxed load, no syscall.
+    #[inline]
+    fn forked(&self) -> bool {
+        self.fork_gen != crate::process::generation()
+    }
+
+    /// Someone is counted asleep on a word we just notified. If a dead process left
+    /// that count, every later notification pays for it: look for dead holders, at
+    /// most once per liveness interval.
+    #[cold]
+    fn sleepers_seen(&self) {
+        if self.may_probe() {
+            peers::reap_all(&self.shared.seg.file, self.shared.peers(), self.reaped());
+        }
     }
 
     /// Whether a liveness probe (syscalls) may run now; at most one per interval per
@@ -130,7 +151,7 @@ impl Attachment {
                 .next_probe
                 .compare_exchange(
                     next,
-                    now + self.liveness.as_nanos() as u64,
+                    now.saturating_add(nanos(self.liveness)),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -149,7 +170,14 @@ impl Attachment {
             Role::Sender => a.sender_attaches.load(Ordering::Relaxed),
             Role::Receiver => a.receiver_attaches.load(Ordering::Relaxed),
         };
-        ever > 0 && !peers::any_of_role(self.shared.peers(), other, probe, self.reaped())
+        ever > 0
+            && !peers::any_of_role(
+                &self.shared.seg.file,
+                self.shared.peers(),
+                other,
+                probe,
+                self.reaped(),
+            )
     }
 
     /// Fast check for senders: the hint says no receiver is attached.
@@ -181,28 +209,33 @@ impl Attachment {
             return self.ring.clear_dead_claim(b, |_| true);
         };
         let mut reaped = self.reaped();
+        let file = &self.shared.seg.file;
         self.ring.clear_dead_claim(b, |c| {
-            peers::claimant_gone(entry, c.generation, GEN_MASK, &mut reaped)
+            peers::claimant_gone(
+                file,
+                entry,
+                c.peer as usize,
+                c.generation,
+                GEN_MASK,
+                &mut reaped,
+            )
         })
     }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
+        if self.forked() {
+            // Inherited through fork(): the entry, the lock and the name belong to the
+            // process that attached.
+            return;
+        }
         let hdr = self.shared.header();
         let peers = self.shared.peers();
         if let Some(e) = peers.get(self.claim.index) {
-            if e.state
-                .compare_exchange(
-                    self.claim.state,
-                    peers::VACATED,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
-                Self::uncount(Self::count(&self.shared, self.role as u32));
-            }
+            peers::release(&self.shared.seg.file, e, self.claim, |left| {
+                self.shared.forget_holder(left)
+            });
         }
         wait::notify_all(&hdr.ring.not_empty.w);
         wait::notify_all(&hdr.ring.not_full.w);
@@ -379,11 +412,27 @@ impl<T: Pod> Sender<T> {
     /// `Full(msg)`, or `Disconnected(msg)` if no receiver is left.
     #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        if self.att.receivers_hint_zero() && self.att.others_gone(false) {
+        if self.att.forked() || (self.att.receivers_hint_zero() && self.att.others_gone(false)) {
             return Err(TrySendError::Disconnected(msg));
         }
         match self.attempt(msg, false) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Relaxed: only a hint that a dead sleeper may be counted; the ring's
+                // notification already did the ordered check.
+                if self
+                    .att
+                    .ring
+                    .ctl()
+                    .not_empty
+                    .w
+                    .sleepers
+                    .load(Ordering::Relaxed)
+                    > 0
+                {
+                    self.att.sleepers_seen();
+                }
+                Ok(())
+            }
             Err(b) => self.blocked(msg, b),
         }
     }
@@ -522,8 +571,26 @@ impl<T: Pod> Receiver<T> {
     /// `Empty`, or `Disconnected` once every sender is gone and the ring is drained.
     #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        if self.att.forked() {
+            return Err(TryRecvError::Disconnected);
+        }
         match self.attempt(false) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                // As in `Sender::try_send`: a dead sleeper may be counted.
+                if self
+                    .att
+                    .ring
+                    .ctl()
+                    .not_full
+                    .w
+                    .sleepers
+                    .load(Ordering::Relaxed)
+                    > 0
+                {
+                    self.att.sleepers_seen();
+                }
+                Ok(v)
+            }
             Err(b) => self.empty(b),
         }
     }

@@ -6,11 +6,12 @@
 //! catch.
 
 use crate::error::OpenError;
+use crate::process::{Hold, INIT_LOCK, SegFile};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::Mode;
 use rustix::shm;
-use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 /// Longest accepted name, in bytes (a file name in `/dev/shm` is at most 255 bytes,
 /// and the kernel's name carries our leading `/`).
@@ -48,6 +49,9 @@ pub(crate) fn shm_path(name: &str) -> Result<String, OpenError> {
 #[derive(Debug)]
 pub(crate) struct Segment {
     map: MmapRaw,
+    /// This process's descriptor of the object (shared by all its handles on it),
+    /// through which the handle's liveness lock is held.
+    pub file: Arc<SegFile>,
     /// The name and identity of our object, if this handle removes the name on drop.
     unlink_on_drop: Option<Owned>,
 }
@@ -69,7 +73,7 @@ pub(crate) struct ObjectInfo {
     pub ino: u64,
 }
 
-pub(crate) fn stat(fd: &OwnedFd) -> Result<ObjectInfo, OpenError> {
+pub(crate) fn stat(fd: impl AsFd) -> Result<ObjectInfo, OpenError> {
     let st = rustix::fs::fstat(fd).map_err(|e| OpenError::Io(e.into()))?;
     Ok(ObjectInfo {
         size: st.st_size.max(0) as u64,
@@ -83,13 +87,13 @@ pub(crate) fn stat(fd: &OwnedFd) -> Result<ObjectInfo, OpenError> {
 /// 64 MiB) is an error here and not a `SIGBUS` at the first send that touches a page
 /// the filesystem cannot back. A filesystem without `fallocate` keeps the old
 /// behaviour (pages allocated on first touch).
-fn reserve(fd: &OwnedFd, len: u64, name: &str) -> Result<(), OpenError> {
+fn reserve(fd: impl AsFd, len: u64, name: &str) -> Result<(), OpenError> {
     use rustix::fs::{FallocateFlags, fallocate};
     use rustix::io::Errno;
     // tmpfs gives up a long allocation when a signal arrives (EINTR): try again.
-    let mut r = fallocate(fd, FallocateFlags::empty(), 0, len);
+    let mut r = fallocate(&fd, FallocateFlags::empty(), 0, len);
     while r == Err(Errno::INTR) {
-        r = fallocate(fd, FallocateFlags::empty(), 0, len);
+        r = fallocate(&fd, FallocateFlags::empty(), 0, len);
     }
     match r {
         Ok(()) => Ok(()),
@@ -102,13 +106,25 @@ fn reserve(fd: &OwnedFd, len: u64, name: &str) -> Result<(), OpenError> {
     }
 }
 
-fn map(fd: OwnedFd, len: usize) -> Result<MmapRaw, OpenError> {
-    let file = File::from(fd);
-    // The fd can be closed once mapped: the mapping keeps the object alive.
+fn map(fd: &OwnedFd, len: usize) -> Result<MmapRaw, OpenError> {
     // MAP_POPULATE: the page tables are filled now, so no send or receive takes a page
     // fault on its first lap (measured: 3 faults inside a timed round-trip loop before,
     // none after). Mapping a large segment costs that time once, up front.
-    Ok(MmapOptions::new().len(len).populate().map_raw(&file)?)
+    Ok(MmapOptions::new()
+        .len(len)
+        .populate()
+        .map_raw(fd.as_raw_fd())?)
+}
+
+/// `shm_open`, raising the soft descriptor limit once if it is reached.
+fn shm_open(path: &str, flags: shm::OFlags, mode: Mode, name: &str) -> Result<OwnedFd, OpenError> {
+    match shm::open(path, flags, mode) {
+        Err(rustix::io::Errno::MFILE) if crate::process::raise_fd_limit() => {
+            shm::open(path, flags, mode)
+        }
+        r => r,
+    }
+    .map_err(|e| OpenError::from_errno(e, name))
 }
 
 impl Segment {
@@ -116,21 +132,30 @@ impl Segment {
     /// object reads as zeros. On any failure after creation the name is removed again.
     pub fn create(path: &str, name: &str, len: usize, mode: u32) -> Result<Segment, OpenError> {
         let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
-        let fd = shm::open(path, flags, Mode::from_raw_mode(mode))
-            .map_err(|e| OpenError::from_errno(e, name))?;
+        let fd = shm_open(path, flags, Mode::from_raw_mode(mode), name)?;
         let undo = |e: OpenError| {
             let _ = shm::unlink(path);
             e
         };
+        let info = stat(&fd).map_err(undo)?;
+        let file = SegFile::adopt(&fd, path, info.dev, info.ino).map_err(|e| undo(e.into()))?;
+        // The creator's lock says "still initialising, and alive": taken before the
+        // object has a size, so an opener (which first waits for the size) that finds
+        // it free while the header is unfinished knows the creator died.
+        match file.try_hold(INIT_LOCK).map_err(|e| undo(e.into()))? {
+            Hold::Taken => {}
+            _ => return Err(undo(OpenError::Corrupt("new object already locked"))),
+        }
         // shm_open applies the umask; set the mode we were asked for exactly.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
             .map_err(|e| undo(OpenError::Io(e.into())))?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| undo(OpenError::Io(e.into())))?;
         reserve(&fd, len as u64, name).map_err(undo)?;
-        let info = stat(&fd).map_err(undo)?;
-        let map = map(fd, len).map_err(undo)?;
+        // The mapping keeps the object alive; `fd` is closed when this returns.
+        let map = map(&fd, len).map_err(undo)?;
         Ok(Segment {
             map,
+            file,
             unlink_on_drop: Some(Owned {
                 path: path.to_owned(),
                 dev: info.dev,
@@ -141,31 +166,38 @@ impl Segment {
 
     /// Opens `/name` read-write. The caller checks the size with [`stat`] first.
     pub fn open_fd(path: &str, name: &str) -> Result<OwnedFd, OpenError> {
-        shm::open(path, shm::OFlags::RDWR, Mode::empty())
-            .map_err(|e| OpenError::from_errno(e, name))
+        shm_open(path, shm::OFlags::RDWR, Mode::empty(), name)
+    }
+
+    /// Opens `/name` read-write, and finds or makes this process's lock description
+    /// of it (shared with this process's other handles on the same object).
+    pub fn open_file(path: &str, name: &str) -> Result<(OwnedFd, Arc<SegFile>), OpenError> {
+        let fd = Self::open_fd(path, name)?;
+        let info = stat(&fd)?;
+        let file = SegFile::adopt(&fd, path, info.dev, info.ino)?;
+        Ok((fd, file))
     }
 
     /// Opens `/name` read-only (for inspection).
     pub fn open_fd_readonly(path: &str, name: &str) -> Result<OwnedFd, OpenError> {
-        shm::open(path, shm::OFlags::RDONLY, Mode::empty())
-            .map_err(|e| OpenError::from_errno(e, name))
+        shm_open(path, shm::OFlags::RDONLY, Mode::empty(), name)
     }
 
     /// Maps `len` bytes of an opened object; `len` must not exceed its `fstat` size.
-    pub fn map_fd(fd: OwnedFd, len: usize) -> Result<Segment, OpenError> {
+    pub fn map_file(fd: OwnedFd, file: Arc<SegFile>, len: usize) -> Result<Segment, OpenError> {
         Ok(Segment {
-            map: map(fd, len)?,
+            map: map(&fd, len)?,
+            file,
             unlink_on_drop: None,
         })
     }
 
     /// Maps `len` bytes of an object opened read-only.
-    pub fn map_fd_readonly(fd: OwnedFd, len: usize) -> Result<memmap2::Mmap, OpenError> {
-        let file = File::from(fd);
+    pub fn map_fd_readonly(fd: &OwnedFd, len: usize) -> Result<memmap2::Mmap, OpenError> {
         // SAFETY: the mapping is read-only and we only read plain integers from it with
         // volatile loads; other processes may change those bytes, which for integers
         // can only give other values.
-        Ok(unsafe { MmapOptions::new().len(len).map(&file)? })
+        Ok(unsafe { MmapOptions::new().len(len).map(fd.as_raw_fd())? })
     }
 
     /// Start of the mapping (page aligned).
@@ -190,6 +222,10 @@ impl Drop for Segment {
         let Some(own) = self.unlink_on_drop.take() else {
             return;
         };
+        // A handle inherited by a forked child does not own the name.
+        if !self.file.is_current() {
+            return;
+        }
         // The name may be gone (`shmchan rm`), or taken by a newer channel (a
         // purge-and-create elsewhere): remove it only if it is still our object. (A
         // replacement between this check and the unlink is not caught; names are

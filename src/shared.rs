@@ -12,6 +12,7 @@ use crate::layout::{
 };
 use crate::membarrier::{ASYMMETRIC, FENCE};
 use crate::options::{CreateMode, Options};
+use crate::process::INIT_LOCK;
 use crate::segment::{self, Segment};
 use crate::sync::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -114,7 +115,7 @@ impl Shared {
             // unfinished header and an opener can tell whether its creator lives.
             (&raw mut (*c).magic).write(layout::MAGIC);
             (*c).creator_pid
-                .store(crate::peers::my_pid(), Ordering::Relaxed);
+                .store(crate::process::identity().0, Ordering::Relaxed);
             (&raw mut (*c).layout_version).write(layout::LAYOUT_VERSION);
             (&raw mut (*c).flavor).write(geo.flavor);
             (&raw mut (*c).capacity).write(geo.capacity);
@@ -147,6 +148,7 @@ impl Shared {
             // Release: an opener that Acquire-loads READY sees every field above.
             (*c).init_state.store(INIT_READY, Ordering::Release);
         }
+        seg.file.unhold(INIT_LOCK);
         let mut seg = seg;
         if opts.keep {
             seg.keep();
@@ -159,8 +161,9 @@ impl Shared {
     }
 
     fn open(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
-        let fd = Segment::open_fd(path, name)?;
-        let deadline = Instant::now() + opts.init_timeout;
+        let (fd, file) = Segment::open_file(path, name)?;
+        let deadline = crate::endpoint::deadline_in(opts.init_timeout);
+        let past = |now: Instant| deadline.is_some_and(|d| now >= d);
         let ours = rustix::process::geteuid().as_raw();
         // Wait for the creator to size the object (it may be between O_EXCL and
         // ftruncate); never map more than fstat says exists.
@@ -175,7 +178,7 @@ impl Shared {
             if info.size >= HEADER_SIZE as u64 {
                 break info.size;
             }
-            if Instant::now() >= deadline {
+            if past(Instant::now()) {
                 return Err(if info.size == 0 {
                     OpenError::InitTimeout
                 } else {
@@ -190,7 +193,7 @@ impl Shared {
         if size > MAX_TOTAL {
             return Err(OpenError::Corrupt("object larger than any shmchan segment"));
         }
-        let seg = Segment::map_fd(fd, size as usize)?;
+        let seg = Segment::map_file(fd, file, size as usize)?;
         let hdr = seg.as_ptr() as *const Header;
         // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned.
         let cfg = unsafe { &(*hdr).config };
@@ -214,11 +217,17 @@ impl Shared {
             if snap.magic != [0; 8] && snap.magic != layout::MAGIC {
                 return Err(OpenError::BadMagic);
             }
-            let pid = snap.creator_pid;
-            if pid != 0 && !creator_alive(pid) {
-                return Err(OpenError::CreatorDied { pid });
+            // The creator holds its init lock from before it sized the object until
+            // after it stored READY: free while the header is unfinished means dead
+            // (looked up in the kernel, so it holds across PID namespaces).
+            if !seg.file.is_held(INIT_LOCK)
+                && cfg.init_state.load(Ordering::Acquire) == INIT_CREATING
+            {
+                return Err(OpenError::CreatorDied {
+                    pid: snap.creator_pid,
+                });
             }
-            if Instant::now() >= deadline {
+            if past(Instant::now()) {
                 return Err(OpenError::InitTimeout);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -262,31 +271,40 @@ impl Shared {
         &self.header().peers[..self.max_peers.min(MAX_PEERS)]
     }
 
+    /// Takes a holder that is gone (its entry's state as it left it) off the header's
+    /// counters: its threads registered as asleep, and for MPMC its role's hint.
+    /// Runs once per vacated entry (whoever vacated it).
+    pub fn forget_holder(&self, state: u64) {
+        let ring = &self.header().ring;
+        let [on_empty, on_full] = crate::peers::sleeps(state);
+        let sub = |c: &crate::sync::AtomicU32, n: u32| {
+            if n > 0 {
+                // Relaxed: a counter of announcements; a waker's fence orders its load.
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(n))
+                });
+            }
+        };
+        sub(&ring.not_empty.w.sleepers, on_empty);
+        sub(&ring.not_full.w.sleepers, on_full);
+        if self.geo.flavor == FLAVOR_MPMC {
+            if let crate::peers::EntryState::Held(h) = crate::peers::decode(state) {
+                let a = &self.header().attach;
+                let hint = if h.role == crate::peers::Role::Sender as u32 {
+                    &a.senders
+                } else {
+                    &a.receivers
+                };
+                sub(hint, 1);
+            }
+        }
+    }
+
     /// Start of the slot array.
     #[inline]
     pub fn slots(&self) -> *mut u8 {
         // SAFETY: total_len (== mapping length) >= HEADER_SIZE + capacity * slot_size.
         unsafe { self.seg.as_ptr().add(HEADER_SIZE) }
-    }
-}
-
-/// Whether the creator `pid` is alive (not a zombie).
-pub(crate) fn creator_alive(pid: u32) -> bool {
-    if pid == crate::peers::my_pid() {
-        return true;
-    }
-    // A pid from the segment may be anything: only 1..=i32::MAX can name a process.
-    let Ok(raw) = i32::try_from(pid) else {
-        return false;
-    };
-    match rustix::process::Pid::from_raw(raw) {
-        Some(p) => match rustix::process::test_kill_process(p) {
-            Ok(()) | Err(rustix::io::Errno::PERM) => {
-                !matches!(crate::peers::proc_stat(pid), Some(('Z' | 'X' | 'x', _)))
-            }
-            Err(_) => false,
-        },
-        None => false,
     }
 }
 
@@ -351,16 +369,6 @@ fn check_wanted(
 
 #[cfg(test)]
 mod tests {
-    /// Regression (fuzz `hostile`): a creator pid from the segment above `i32::MAX`
-    /// tripped an assertion in `Pid::from_raw` instead of reading as "no such process".
-    #[test]
-    fn creator_pid_out_of_range_is_not_alive() {
-        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
-            assert!(!super::creator_alive(pid), "{pid}");
-        }
-        assert!(super::creator_alive(crate::peers::my_pid()));
-    }
-
     /// Regression (fuzz `ops`): open-or-create without a capacity opens an existing
     /// channel instead of failing for want of a capacity.
     #[test]

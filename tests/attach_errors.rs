@@ -454,15 +454,18 @@ fn creator_died_during_init_is_creator_died() {
 
 #[test]
 fn live_creator_that_never_finishes_is_init_timeout() {
+    // A creator is alive while it holds its init lock, whatever pid it wrote: ours,
+    // the parent's, pid 1, or a pid that means nothing here (another PID namespace).
     let (mut guard, _) = ShmGuard::fresh("att-slow-unused");
     let parent = rustix::process::getppid()
         .map(|p| p.as_raw_nonzero().get() as u32)
         .unwrap_or(1);
     let mut names = Vec::new();
-    for pid in [std::process::id(), parent, 1] {
+    for pid in [std::process::id(), parent, 1, common::dead_pid()] {
         let name = common::unique_name("att-slow");
         guard.add(&name);
         half_initialised(&name, pid);
+        let lock = common::hold_liveness_lock(&name, 255);
         let timeout = Duration::from_millis(150);
         let t = Instant::now();
         let e = open_err(&name, &Options::new().init_timeout(timeout));
@@ -476,6 +479,12 @@ fn live_creator_that_never_finishes_is_init_timeout() {
             took < timeout + PROMPTLY,
             "creator pid {pid}: gave up after {took:?}"
         );
+        // Once the lock goes (the creator's process ended), the creator is dead.
+        drop(lock);
+        match open_err(&name, &Options::new().init_timeout(Duration::from_secs(30))) {
+            OpenError::CreatorDied { pid: p } => assert_eq!(p, pid),
+            other => panic!("creator pid {pid} after its lock went: {other:?}"),
+        }
         names.push(name);
     }
     drop(guard);
@@ -597,13 +606,15 @@ fn other_flavor_is_flavor_mismatch_unknown_flavor_is_corrupt() {
 fn other_layout_version_is_version_mismatch() {
     let (guard, name) = ShmGuard::fresh("att-version");
     make_kept_channel(&name, 8);
-    for v in [0u32, 2, 0xFFFF_FFFF] {
+    // Version 1 judged liveness by pid: mixing it with version 2 would take live peers
+    // for dead, so it is refused like any other version.
+    for v in [0u32, 1, 3, 0xFFFF_FFFF] {
         match open_with_field(&name, OFF_VERSION, &v.to_ne_bytes()) {
-            OpenError::VersionMismatch { found, expected } => assert_eq!((found, expected), (v, 1)),
+            OpenError::VersionMismatch { found, expected } => assert_eq!((found, expected), (v, 2)),
             other => panic!("version {v}: {other:?}"),
         }
     }
-    write_at(&name, OFF_VERSION, &1u32.to_ne_bytes());
+    write_at(&name, OFF_VERSION, &2u32.to_ne_bytes());
     drop(Receiver::<u64>::open(&name).expect("open repaired"));
     shmchan::remove(&name).expect("remove");
     drop(guard);

@@ -271,8 +271,28 @@ fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 /// Starts this test binary again, running only test `test` in role `role` on channel
 /// `name`, with `arg` for the role to parse.
 pub fn spawn_child(test: &str, role: &str, name: &str, arg: &str) -> ChildProc {
+    spawn_child_under(&[], test, role, name, arg)
+}
+
+/// Like [`spawn_child`], with the test binary run by the command `wrapper` (for
+/// example `["unshare", "--pid", "--fork", "--kill-child"]`); empty: run directly.
+pub fn spawn_child_under(
+    wrapper: &[&str],
+    test: &str,
+    role: &str,
+    name: &str,
+    arg: &str,
+) -> ChildProc {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut child = Command::new(exe)
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = cmd
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, role)
         .env(NAME_ENV, name)
@@ -448,6 +468,39 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Takes the liveness lock `index` of channel `name` (peer entry `index`, or 255 for
+/// the creator's init lock) through a new open file description, as a live peer in
+/// another process would hold it. The lock is released when the file is dropped.
+pub fn hold_liveness_lock(name: &str, index: u8) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm_path(name))
+        .expect("open object");
+    // SAFETY: all-zero is a valid flock; the fd is open; fcntl writes nothing here.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = ((1u64 << 40) + index as u64) as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: as above.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(r, 0, "lock {index}: {}", std::io::Error::last_os_error());
+    f
+}
+
+/// Whether `unshare --pid --fork` works here (root, or user namespaces allowed).
+pub fn can_unshare_pid() -> bool {
+    Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Run state of thread `tid` of this process (`R`, `S`, `D`, ...), from /proc.
