@@ -335,10 +335,10 @@ impl<T: Pod> Sender<T> {
     }
 
     /// Sends up to `n` messages built in place: `make(i)` returns message `i`, called
-    /// once for each `i` below the number that fit now, last one first (the order in
-    /// which the batch is published).
-    /// Published together like [`try_send_batch`](Self::try_send_batch); returns how
-    /// many were sent (at least one, or zero if `n` is 0).
+    /// once for each `i` below the number that fit now, in increasing order.
+    /// Published together like [`try_send_batch`](Self::try_send_batch), once every
+    /// `make` has returned; returns how many were sent (at least one, or zero if `n`
+    /// is 0).
     ///
     /// Each message goes from `make` straight into its slot, without an intermediate
     /// array.
@@ -346,19 +346,40 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     /// `Full(())` if not even one fits, `Disconnected(())` if the receiver is gone.
     ///
+    /// # Panics
+    /// If `make` panics, the panic propagates and nothing of this batch is sent: the
+    /// receiver never sees the messages built before the panic, and the next send
+    /// takes their slots.
+    ///
+    /// # Examples
+    ///
     /// ```
     /// # use shmchan::{Receiver, Sender};
     /// # let name = format!("doc-batch-with-{}", std::process::id());
-    /// let tx = Sender::<u64>::create(&name, 8)?;
-    /// let rx = Receiver::<u64>::open(&name)?;
+    /// let mut tx = Sender::<u64>::create(&name, 8)?;
+    /// let mut rx = Receiver::<u64>::open(&name)?;
     /// assert_eq!(tx.try_send_batch_with(100, |i| i as u64 * 10)?, 8);
     /// let mut sum = 0;
     /// assert_eq!(rx.try_recv_batch_with(100, |m| sum += m)?, 8);
     /// assert_eq!(sum, 280);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// `make` runs while the batch is half written, so it cannot use the sender (the
+    /// batch holds it mutably borrowed):
+    ///
+    /// ```compile_fail,E0502
+    /// # use shmchan::Sender;
+    /// # let name = format!("doc-batch-with-reenter-{}", std::process::id());
+    /// let mut tx = Sender::<u64>::create(&name, 8).unwrap();
+    /// tx.try_send_batch_with(4, |i| {
+    ///     let _ = tx.try_send(99); // error: `tx` is borrowed by the batch
+    ///     i as u64
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn try_send_batch_with(
-        &self,
+        &mut self,
         n: usize,
         mut make: impl FnMut(usize) -> T,
     ) -> Result<usize, TrySendError<()>> {
@@ -366,12 +387,16 @@ impl<T: Pod> Sender<T> {
             return Ok(0);
         }
         let k = self.core.try_room(n as u64)?;
-        // SAFETY: `try_room` saw `k` free slots from tail on; each payload is inside
-        // the mapping, aligned and sized for T (geometry validated), and ours alone
-        // until published.
-        self.core
-            .prod
-            .write_and_commit(k, |i, p| unsafe { p.cast::<T>().write(make(i as usize)) });
+        // `make` cannot reach this sender (we hold it by `&mut`), so it cannot move
+        // `tail` or write these slots under us; `write_then_commit` publishes nothing
+        // before every `make` has returned.
+        self.core.prod.write_then_commit(k, |i, p| {
+            let msg = make(i as usize);
+            // SAFETY: `try_room` saw `k` free slots from tail on; each payload is
+            // inside the mapping, aligned and sized for T (geometry validated), and
+            // ours alone until published.
+            unsafe { p.cast::<T>().write(msg) }
+        });
         Ok(k as usize)
     }
 
@@ -620,8 +645,7 @@ impl<T: Pod> Receiver<T> {
 
     /// Hands up to `max` messages that are there now to `take`, in order, then
     /// releases their slots together. Returns how many (at least one, or zero if `max`
-    /// is 0). If `take` panics, the messages of this call stay in the channel and are
-    /// received again.
+    /// is 0).
     ///
     /// No intermediate array; but `take` runs while the batch is being read, so a slow
     /// `take` keeps the slots from the sender longer than
@@ -631,19 +655,42 @@ impl<T: Pod> Receiver<T> {
     /// # Errors
     /// `Empty`, or `Disconnected` once the sender is gone and the ring is drained.
     ///
+    /// # Panics
+    /// If `take` panics on a message, the panic propagates; that message and the ones
+    /// before it count as received (each was handed to `take` by value, once), and the
+    /// messages after it stay in the channel for the next receive.
+    ///
+    /// # Examples
+    ///
     /// ```
     /// # use shmchan::{Receiver, Sender};
     /// # let name = format!("doc-recv-with-{}", std::process::id());
     /// let tx = Sender::<u32>::create(&name, 4)?;
-    /// let rx = Receiver::<u32>::open(&name)?;
+    /// let mut rx = Receiver::<u32>::open(&name)?;
     /// tx.try_send_batch(&[3, 4, 5])?;
     /// let mut got = Vec::new();
     /// assert_eq!(rx.try_recv_batch_with(2, |m| got.push(m))?, 2);
     /// assert_eq!(got, [3, 4]);
+    /// assert_eq!(rx.try_recv()?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// `take` runs while the batch is half read, so it cannot use the receiver (the
+    /// batch holds it mutably borrowed):
+    ///
+    /// ```compile_fail,E0502
+    /// # use shmchan::{Receiver, Sender};
+    /// # let name = format!("doc-recv-with-reenter-{}", std::process::id());
+    /// let tx = Sender::<u32>::create(&name, 4).unwrap();
+    /// let mut rx = Receiver::<u32>::open(&name).unwrap();
+    /// tx.try_send_batch(&[3, 4, 5]).unwrap();
+    /// rx.try_recv_batch_with(2, |_| {
+    ///     let _ = rx.try_recv(); // error: `rx` is borrowed by the batch
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn try_recv_batch_with(
-        &self,
+        &mut self,
         max: usize,
         mut take: impl FnMut(T),
     ) -> Result<usize, TryRecvError> {
@@ -651,11 +698,15 @@ impl<T: Pod> Receiver<T> {
             return Ok(0);
         }
         self.core.try_message()?;
+        // `take` cannot reach this receiver (we hold it by `&mut`), so it cannot move
+        // `head` or release these slots under us; if it panics, `read_and_release`
+        // releases the messages already handed over and keeps the rest.
         let n = self.core.cons.read_and_release(max as u64, |_, p| {
             // SAFETY: the ring hands us only payloads whose sequence word it saw
             // published (Acquire): inside the mapping, aligned for T, not rewritten
             // before the release that follows. T: Pod: any bytes are a T.
-            take(unsafe { p.cast::<T>().read() })
+            let msg = unsafe { p.cast::<T>().read() };
+            take(msg)
         });
         Ok(n as usize)
     }

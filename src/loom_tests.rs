@@ -10,7 +10,7 @@
 //! waits never time out, so a lost wake-up shows up as a deadlock, which loom reports.
 
 use crate::layout::WaitWord;
-use crate::spsc::heap::{HeapRing, pop, pop_batch, push, push_batch};
+use crate::spsc::heap::{HeapRing, pop, pop_batch, push, push_batch, push_batch_two_pass};
 use crate::spsc::{Consumer, Producer};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{self, Attempt, WaitStrategy};
@@ -104,7 +104,18 @@ fn loom_spsc_fifo_with_wraparound() {
 /// the consumer never sees a slot of a batch before its payload, and order holds.
 #[test]
 fn loom_spsc_batches_in_order() {
-    loom::model(|| {
+    spsc_batches_in_order(push_batch);
+}
+
+/// The same with batches written first and published after (`write_then_commit`, the
+/// path of batches built by user code).
+#[test]
+fn loom_spsc_two_pass_batches_in_order() {
+    spsc_batches_in_order(push_batch_two_pass);
+}
+
+fn spsc_batches_in_order(push_batch: fn(&Producer, &[u64]) -> usize) {
+    loom::model(move || {
         let h = Arc::new(HeapRing::new(2));
         let h2 = h.clone();
         let t = thread::spawn(move || {

@@ -187,6 +187,12 @@ impl Ring {
 }
 
 /// The producer's end: its position and its cached copy of `head`.
+///
+/// The positions are `Cell`s so that the single-message paths can take `&self`.
+/// Methods that run the caller's code between reading `tail` and storing it
+/// ([`write_then_commit`](Self::write_then_commit)) must be reached only through a
+/// handle borrowed mutably, so that code cannot re-enter this producer mid-batch (the
+/// public `try_send_batch_with` takes `&mut self` for this).
 #[derive(Debug)]
 pub(crate) struct Producer {
     ring: Ring,
@@ -278,7 +284,7 @@ impl Producer {
     #[inline]
     pub fn commit(&self, n: u64) {
         // The payloads are written: publish them as a batch does (last slot first).
-        self.write_and_commit(n, |_, _| {});
+        self.publish(self.tail.get(), n);
     }
 
     /// Writes and publishes one message if a slot is free (`write` fills its
@@ -307,6 +313,11 @@ impl Producer {
     /// batch published at once and reads every line of it once, instead of chasing our
     /// stores line by line (each of its early reads would pull a line back across
     /// cores that we are still writing).
+    ///
+    /// `write` must not panic and must not call user code: slots after it would
+    /// already be published, beyond a gap the consumer never passes until later
+    /// messages fill it. Code that may panic goes through
+    /// [`write_then_commit`](Self::write_then_commit).
     #[inline]
     pub fn write_and_commit(&self, n: u64, mut write: impl FnMut(u64, *mut u8)) {
         let ring = self.ring;
@@ -315,6 +326,40 @@ impl Producer {
             let pos = start.wrapping_add(i);
             ring.write_payload(pos, |p| write(i, p));
             // Release pairs with the consumer's Acquire load of the sequence word.
+            ring.seq(pos)
+                .store(pos.wrapping_add(1) as u32, Ordering::Release);
+        }
+        self.advance(start.wrapping_add(n));
+    }
+
+    /// Writes `n` slots from `tail` on, `write(i, payload)` filling the payload of
+    /// `tail + i` for `i` in increasing order, then publishes them (last slot first,
+    /// as [`write_and_commit`](Self::write_and_commit) does). The caller checked that
+    /// `n` slots are free.
+    ///
+    /// For `write`s that run user code: nothing is published before every `write`
+    /// has returned. If one panics, no sequence word has changed and `tail` has not
+    /// moved, so the slots written so far are simply free slots holding bytes the
+    /// consumer never reads; the next send writes them again.
+    #[inline]
+    pub fn write_then_commit(&self, n: u64, mut write: impl FnMut(u64, *mut u8)) {
+        let ring = self.ring;
+        let start = self.tail.get();
+        for i in 0..n {
+            ring.write_payload(start.wrapping_add(i), |p| write(i, p));
+        }
+        self.publish(start, n);
+    }
+
+    /// Publishes the `n` written slots from `start` (our `tail`) on, last one first
+    /// (see [`write_and_commit`](Self::write_and_commit)), then advances `tail`.
+    #[inline]
+    fn publish(&self, start: u64, n: u64) {
+        let ring = self.ring;
+        for i in (0..n).rev() {
+            let pos = start.wrapping_add(i);
+            // Release pairs with the consumer's Acquire load of the sequence word: the
+            // payload written before it is visible to the consumer that sees it.
             ring.seq(pos)
                 .store(pos.wrapping_add(1) as u32, Ordering::Release);
         }
@@ -340,6 +385,10 @@ impl Producer {
 }
 
 /// The consumer's end: its position.
+///
+/// As with [`Producer`], methods that run the caller's code while `head` is held in a
+/// local ([`read_and_release`](Self::read_and_release)) must be reached only through a
+/// handle borrowed mutably (the public `try_recv_batch_with` takes `&mut self`).
 #[derive(Debug)]
 pub(crate) struct Consumer {
     ring: Ring,
@@ -399,26 +448,42 @@ impl Consumer {
     }
 
     /// Reads the published slots from `head` on, at most `max`, in one pass:
-    /// `read(i, payload)` copies out the payload of `head + i`. Releases them together
-    /// and returns how many there were.
+    /// `read(i, payload)` copies out the payload of `head + i` (and may hand the copy
+    /// to user code). Releases them together and returns how many there were.
+    ///
+    /// If `read` panics on slot `i`, slots `0..=i` are released while unwinding (each
+    /// was copied out and handed over once; a second delivery would duplicate it) and
+    /// the slots after it stay for the next read.
     #[inline]
     pub fn read_and_release(&self, max: u64, mut read: impl FnMut(u64, *const u8)) -> u64 {
+        /// Releases the slots taken so far when dropped, also while unwinding.
+        struct Taken<'a> {
+            cons: &'a Consumer,
+            n: u64,
+        }
+        impl Drop for Taken<'_> {
+            #[inline]
+            fn drop(&mut self) {
+                if self.n > 0 {
+                    self.cons.release(self.n);
+                }
+            }
+        }
         let ring = self.ring;
         let head = self.head.get();
-        let mut n = 0;
-        while n < max {
-            let pos = head.wrapping_add(n);
+        let mut taken = Taken { cons: self, n: 0 };
+        while taken.n < max {
+            let i = taken.n;
+            let pos = head.wrapping_add(i);
             // Acquire pairs with the producer's Release store of the sequence word.
             if ring.seq(pos).load(Ordering::Acquire) != pos.wrapping_add(1) as u32 {
                 break;
             }
-            ring.read_payload(pos, |p| read(n, p));
-            n += 1;
+            // Counted before `read` runs: if it panics, this slot was handed over.
+            taken.n = i + 1;
+            ring.read_payload(pos, |p| read(i, p));
         }
-        if n > 0 {
-            self.release(n);
-        }
-        n
+        taken.n
     }
 
     /// Releases the `n` slots from `head` on to the producer and wakes it if it sleeps.
@@ -493,6 +558,17 @@ pub(crate) mod heap {
         // SAFETY: the n slots from tail are free and only we write them; payloads
         // are 8 bytes at 8-aligned offsets.
         p.write_and_commit(n, |i, ptr| unsafe {
+            ptr.cast::<u64>().write(vs[i as usize])
+        });
+        n as usize
+    }
+
+    /// Like `push_batch`, but writes every payload before publishing any (the path
+    /// of batches whose messages come from user code).
+    pub fn push_batch_two_pass(p: &Producer, vs: &[u64]) -> usize {
+        let n = p.free(vs.len() as u64).min(vs.len() as u64);
+        // SAFETY: as in `push_batch`.
+        p.write_then_commit(n, |i, ptr| unsafe {
             ptr.cast::<u64>().write(vs[i as usize])
         });
         n as usize
@@ -585,7 +661,13 @@ mod tests {
             while next < n {
                 let k = (next % 37 + 1).min(n - next);
                 let batch: Vec<u64> = (next..next + k).collect();
-                match push_batch(&p, &batch) {
+                // Both ways of publishing a batch: fused, and written first.
+                let push = if next % 2 == 0 {
+                    push_batch
+                } else {
+                    push_batch_two_pass
+                };
+                match push(&p, &batch) {
                     0 => std::hint::spin_loop(),
                     sent => next += sent as u64,
                 }
@@ -668,6 +750,53 @@ mod tests {
         let n = c.read_and_release(8, |_, p| got.push(unsafe { p.cast::<u64>().read() }));
         assert_eq!((n, got), (5, vec![0, 1, 2, 3, 4]));
         assert_eq!(h.ring().len(), 0);
+    }
+
+    #[test]
+    fn panic_inside_write_then_commit_publishes_nothing() {
+        let h = HeapRing::new(8);
+        let p = Producer::attach(h.ring());
+        let c = Consumer::attach(h.ring());
+        assert!(push(&p, 1));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.write_then_commit(5, |i, ptr| {
+                assert_ne!(i, 2, "writer panics at i = 2");
+                // SAFETY: a test over a heap ring; the 5 slots from tail are free.
+                unsafe { ptr.cast::<u64>().write(100 + i) }
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!((p.tail(), h.ring().len()), (1, 1), "nothing published");
+        // The slots the panicked batch wrote are taken by the next sends; the consumer
+        // sees exactly those, in order.
+        assert_eq!(push_batch(&p, &[2, 3]), 2);
+        assert!(push(&p, 4));
+        assert_eq!(pop_batch(&c, 8), [1, 2, 3, 4]);
+        assert_eq!(pop(&c), None);
+    }
+
+    #[test]
+    fn panic_inside_read_and_release_releases_what_was_read() {
+        let h = HeapRing::new(8);
+        let p = Producer::attach(h.ring());
+        let c = Consumer::attach(h.ring());
+        assert_eq!(push_batch(&p, &[10, 11, 12, 13, 14]), 5);
+        let mut got = Vec::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.read_and_release(8, |i, ptr| {
+                // SAFETY: a test over a heap ring; the ring hands out published payloads.
+                got.push(unsafe { ptr.cast::<u64>().read() });
+                assert_ne!(i, 2, "reader panics at i = 2");
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(got, [10, 11, 12]);
+        assert_eq!((c.head(), h.ring().len()), (3, 2), "0..=2 released");
+        assert_eq!(pop_batch(&c, 8), [13, 14]);
+        // The producer got the released slots back: a full ring's worth fits.
+        let all: Vec<u64> = (20..28).collect();
+        assert_eq!(push_batch(&p, &all), 8);
+        assert_eq!(pop_batch(&c, 8), all);
     }
 
     #[test]
