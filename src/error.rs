@@ -140,6 +140,16 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// An I/O error of attaching: a descriptor shortage gets its own variant.
+    pub(crate) fn from_io(e: io::Error) -> OpenError {
+        match e.raw_os_error() {
+            Some(code) if code == libc::EMFILE || code == libc::ENFILE => {
+                OpenError::TooManyOpenFiles
+            }
+            _ => OpenError::Io(e),
+        }
+    }
+
     pub(crate) fn from_errno(e: rustix::io::Errno, name: &str) -> OpenError {
         match e {
             rustix::io::Errno::NOENT => OpenError::NotFound(name.to_owned()),

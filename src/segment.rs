@@ -138,7 +138,8 @@ impl Segment {
             e
         };
         let info = stat(&fd).map_err(undo)?;
-        let file = SegFile::adopt(&fd, path, info.dev, info.ino).map_err(|e| undo(e.into()))?;
+        let file = SegFile::adopt(&fd, path, info.dev, info.ino)
+            .map_err(|e| undo(OpenError::from_io(e)))?;
         // The creator's lock says "still initialising, and alive": taken before the
         // object has a size, so an opener (which first waits for the size) that finds
         // it free while the header is unfinished knows the creator died.
@@ -174,7 +175,7 @@ impl Segment {
     pub fn open_file(path: &str, name: &str) -> Result<(OwnedFd, Arc<SegFile>), OpenError> {
         let fd = Self::open_fd(path, name)?;
         let info = stat(&fd)?;
-        let file = SegFile::adopt(&fd, path, info.dev, info.ino)?;
+        let file = SegFile::adopt(&fd, path, info.dev, info.ino).map_err(OpenError::from_io)?;
         Ok((fd, file))
     }
 

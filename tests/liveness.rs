@@ -417,3 +417,55 @@ fn durations_saturate_instead_of_panicking() {
     );
     assert!(!mrx.is_disconnected());
 }
+
+#[test]
+fn descriptor_shortage_is_too_many_open_files() {
+    run_as_child(|env| {
+        // Lower both limits (for this child only) to a few descriptors above what is
+        // open now, then attach channels until the descriptors run out.
+        let open_now = std::fs::read_dir("/proc/self/fd").expect("fds").count() as u64;
+        let lim = rustix::process::Rlimit {
+            current: Some(open_now + 8),
+            maximum: Some(open_now + 8),
+        };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, lim).expect("setrlimit");
+        let mut kept = Vec::new();
+        for i in 0..64 {
+            let name = format!("{}-{i}", env.name);
+            match Sender::<u64>::with_options(&name, &create_opts(2)) {
+                Ok(tx) => kept.push(tx),
+                Err(OpenError::TooManyOpenFiles) => {
+                    assert!(!common::shm_exists(&name), "a failed create left {name}");
+                    assert!(kept.len() >= 2, "only {} channels fit", kept.len());
+                    // One descriptor per channel: every pair still works.
+                    let rx = Receiver::<u64>::with_options(&format!("{}-0", env.name), &opts());
+                    assert!(
+                        matches!(rx, Err(OpenError::TooManyOpenFiles) | Ok(_)),
+                        "{rx:?}"
+                    );
+                    let msg = OpenError::TooManyOpenFiles.to_string();
+                    assert!(msg.contains("descriptor"), "{msg}");
+                    return;
+                }
+                Err(e) => panic!("channel {i}: {e:?}"),
+            }
+        }
+        panic!("64 channels fit in a handful of descriptors");
+    });
+    let (mut guard, name) = ShmGuard::fresh("live-emfile");
+    for i in 0..64 {
+        guard.add(&format!("{name}-{i}"));
+    }
+    spawn_child(
+        "descriptor_shortage_is_too_many_open_files",
+        "fd",
+        &name,
+        "",
+    )
+    .wait_success();
+    let left: Vec<String> = (0..64)
+        .map(|i| format!("{name}-{i}"))
+        .filter(|n| common::shm_exists(n))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
