@@ -95,6 +95,14 @@ mod tests {
         assert_eq!(wait(&w, 4, Some(Duration::from_secs(5))), Woke::Changed);
     }
 
+    /// The longest timeout is accepted (the kernel saturates it rather than failing
+    /// with `EINVAL`, which would read as a spurious wake-up): the word is compared.
+    #[test]
+    fn wait_accepts_duration_max() {
+        let w = AtomicU32::new(5);
+        assert_eq!(wait(&w, 4, Some(Duration::MAX)), Woke::Changed);
+    }
+
     #[test]
     fn wait_times_out() {
         let w = AtomicU32::new(0);
