@@ -5,7 +5,8 @@
 //! [futex(2)](https://man7.org/linux/man-pages/man2/futex.2.html).
 //!
 //! Under `cfg(loom)` the syscall is replaced by a model with the same contract (compare
-//! and sleep atomically with respect to `wake`), built from loom's mutex and condvar.
+//! and sleep atomically with respect to `wake`; `wake(word, n)` wakes at most `n`
+//! sleepers on that word), built from loom's mutex and condvar.
 
 use crate::sync::AtomicU32;
 use std::time::Duration;
@@ -53,34 +54,76 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
 #[cfg(loom)]
 mod model {
     use loom::sync::{Condvar, Mutex};
+
+    /// The kernel's side of the futexes in one model execution: the queue of sleepers,
+    /// each tagged with the word it sleeps on, under one lock (the hash bucket's).
+    #[derive(Default)]
+    pub(super) struct Queue {
+        /// Sleepers in arrival order: (address of the word, ticket).
+        pub sleepers: Vec<(usize, u64)>,
+        /// The next ticket handed to a sleeper.
+        pub next_ticket: u64,
+    }
+
     loom::lazy_static! {
-        /// Stands for the kernel's futex hash bucket: one lock and one queue.
-        pub(super) static ref BUCKET: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+        /// Stands for the kernel's futex hash bucket: one lock and one queue. The
+        /// condvar only parks and unparks the model's threads; who is woken is decided
+        /// by the queue, so a thread leaves `wait` only once a `wake` on its word took
+        /// its ticket out (the condvar itself never wakes spuriously in loom).
+        pub(super) static ref BUCKET: (Mutex<Queue>, Condvar) =
+            (Mutex::new(Queue::default()), Condvar::new());
     }
 }
 
-/// Loom model of `futex_wait`: the comparison and the sleep happen under the bucket
-/// lock, exactly as the kernel does, so a `wake` cannot slip between them. Timeouts
-/// are ignored (a model waits forever), so a lost wake-up shows as a deadlock.
+/// Loom model of `futex_wait`: the comparison and the enqueueing happen under the
+/// bucket lock, exactly as the kernel does, so a `wake` cannot slip between them; the
+/// waiter then sleeps until a `wake` on the same word picks it. Timeouts are ignored
+/// and there are no spurious wake-ups (the real call has both, and callers treat
+/// every return as "look again"; the model leaves them out so that a wake-up that
+/// nobody sends shows as a deadlock, which loom reports).
 #[cfg(loom)]
 pub(crate) fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> Woke {
     use crate::sync::Ordering::SeqCst;
     let (lock, cv) = &*model::BUCKET;
-    let guard = lock.lock().unwrap();
+    let mut q = lock.lock().unwrap();
+    // SeqCst under the lock: a waker that changed the word and then took the lock
+    // happens-before us, so we see its change; one that takes the lock after us finds
+    // our ticket.
     if word.load(SeqCst) != expected {
         return Woke::Changed;
     }
-    drop(cv.wait(guard).unwrap());
+    let ticket = q.next_ticket;
+    q.next_ticket += 1;
+    q.sleepers.push((word as *const AtomicU32 as usize, ticket));
+    while q.sleepers.iter().any(|&(_, t)| t == ticket) {
+        q = cv.wait(q).unwrap();
+    }
     Woke::Woken
 }
 
-/// Loom model of `futex_wake`.
+/// Loom model of `futex_wake`: wakes the first `n` sleepers on `word` (and only on
+/// `word`), in arrival order as the kernel does; returns how many.
 #[cfg(loom)]
-pub(crate) fn wake(_word: &AtomicU32, _n: u32) -> usize {
+pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
     let (lock, cv) = &*model::BUCKET;
-    let _guard = lock.lock().unwrap();
-    cv.notify_all();
-    1
+    let mut q = lock.lock().unwrap();
+    let addr = word as *const AtomicU32 as usize;
+    let mut left = n as usize;
+    let before = q.sleepers.len();
+    q.sleepers.retain(|&(a, _)| {
+        if a == addr && left > 0 {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    let woken = before - q.sleepers.len();
+    if woken > 0 {
+        // Every parked thread re-checks its ticket; those not taken out park again.
+        cv.notify_all();
+    }
+    woken
 }
 
 #[cfg(all(test, not(loom)))]
@@ -93,6 +136,14 @@ mod tests {
     fn wait_returns_changed_when_word_differs() {
         let w = AtomicU32::new(5);
         assert_eq!(wait(&w, 4, Some(Duration::from_secs(5))), Woke::Changed);
+    }
+
+    /// The longest timeout is accepted (the kernel saturates it rather than failing
+    /// with `EINVAL`, which would read as a spurious wake-up): the word is compared.
+    #[test]
+    fn wait_accepts_duration_max() {
+        let w = AtomicU32::new(5);
+        assert_eq!(wait(&w, 4, Some(Duration::MAX)), Woke::Changed);
     }
 
     #[test]

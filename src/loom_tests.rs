@@ -6,8 +6,11 @@
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom
 //! ```
 //!
-//! The futex is replaced by a model with the kernel's contract (see `futex.rs`) whose
-//! waits never time out, so a lost wake-up shows up as a deadlock, which loom reports.
+//! The futex is replaced by a model with the kernel's contract (see `futex.rs`): it
+//! wakes at most `n` sleepers of the word woken, and its waits never time out nor wake
+//! spuriously, so a lost wake-up shows up as a deadlock, which loom reports. (Removing
+//! the `SKIPPED` pass-on wake in `wait::leave` makes
+//! `loom_two_sleeping_consumers_are_both_woken` deadlock.)
 
 use crate::layout::WaitWord;
 use crate::spsc::heap::{HeapRing, pop, pop_batch, push, push_batch, push_batch_two_pass};
@@ -224,6 +227,37 @@ fn loom_ping_pong_both_directions_sleep() {
         let gone = AtomicU64::new(0);
         assert_eq!(recv(&rx, &gone, spin), Some(2));
         t.join().unwrap();
+    });
+}
+
+/// The futex model wakes at most `n` sleepers, and only those on the word woken: every
+/// waiter that slept was taken out by exactly one `wake` (the counts add up), and a
+/// `wake` on another word takes nobody.
+#[test]
+fn loom_futex_model_wakes_n_sleepers_of_that_word() {
+    use crate::futex::{self, Woke};
+    use crate::sync::AtomicU32;
+    loom::model(|| {
+        let a = Arc::new(AtomicU32::new(0));
+        let b = AtomicU32::new(0);
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let a = a.clone();
+                thread::spawn(move || futex::wait(&a, 0, None))
+            })
+            .collect();
+        assert_eq!(futex::wake(&b, u32::MAX), 0);
+        let first = futex::wake(&a, 1);
+        assert!(first <= 1);
+        // Whoever has not compared yet sees the change and does not sleep.
+        a.store(1, Ordering::SeqCst);
+        let rest = futex::wake(&a, u32::MAX);
+        let woken = sleepers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|w| *w == Woke::Woken)
+            .count();
+        assert_eq!(woken, first + rest);
     });
 }
 

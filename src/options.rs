@@ -3,6 +3,13 @@
 use crate::wait::WaitStrategy;
 use std::time::Duration;
 
+/// The longest interval or timeout [`Options`] keeps: a longer one, up to
+/// `Duration::MAX`, is cut to this. 2^32 s is about 136 years, "never" in practice,
+/// yet far enough inside the range that `Instant::now() + it` cannot overflow (the
+/// monotonic clock counts from boot, in 63 bits of seconds) and its nanoseconds
+/// (4.3e18) fit a `u64` with room to add them to a process's uptime.
+pub(crate) const LONGEST: Duration = Duration::from_secs(1 << 32);
+
 /// What to do about the segment's name when attaching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -115,15 +122,50 @@ impl Options {
     }
 
     /// How long an opener waits for a creator that has not finished the header.
+    ///
+    /// `Duration::MAX` (anything over about 136 years) means "wait as long as it takes".
+    ///
+    /// ```
+    /// use shmchan::{CreateMode, Options, Receiver, Sender};
+    /// use std::time::Duration;
+    ///
+    /// # let name = format!("doc-init-timeout-{}", std::process::id());
+    /// let opts = Options::new().init_timeout(Duration::MAX);
+    /// let create = opts.clone().capacity(4).mode(CreateMode::CreateExclusive);
+    /// let tx = Sender::<u64>::with_options(&name, &create)?;
+    /// let rx = Receiver::<u64>::with_options(&name, &opts)?;
+    /// tx.send(7)?;
+    /// assert_eq!(rx.recv()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn init_timeout(mut self, timeout: Duration) -> Options {
-        self.init_timeout = timeout;
+        self.init_timeout = timeout.min(LONGEST);
         self
     }
 
     /// How often a waiting or polling handle checks that its peer process is alive: a
-    /// peer killed without a chance to detach is noticed within about this time.
+    /// peer killed without a chance to detach is noticed within about this time. At
+    /// least 100 µs; `Duration::MAX` (anything over about 136 years) means "never
+    /// check" (a peer that leaves normally still wakes its waiters at once).
+    ///
+    /// ```
+    /// use shmchan::{CreateMode, Options, Receiver, RecvTimeoutError, Sender};
+    /// use std::time::Duration;
+    ///
+    /// # let name = format!("doc-liveness-{}", std::process::id());
+    /// let opts = Options::new().liveness_interval(Duration::MAX);
+    /// let create = opts.clone().capacity(4).mode(CreateMode::CreateExclusive);
+    /// let tx = Sender::<u64>::with_options(&name, &create)?;
+    /// let rx = Receiver::<u64>::with_options(&name, &opts)?;
+    /// let r = rx.recv_timeout(Duration::from_millis(5));
+    /// assert_eq!(r, Err(RecvTimeoutError::Timeout));
+    /// drop(tx);
+    /// let r = rx.recv_timeout(Duration::MAX);
+    /// assert_eq!(r, Err(RecvTimeoutError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn liveness_interval(mut self, interval: Duration) -> Options {
-        self.liveness_interval = interval.max(Duration::from_micros(100));
+        self.liveness_interval = interval.clamp(Duration::from_micros(100), LONGEST);
         self
     }
 
@@ -141,5 +183,43 @@ impl Options {
     pub fn allow_foreign_owner(mut self, allow: bool) -> Options {
         self.allow_foreign_owner = allow;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Regression (issue 11, defect 7): `Duration::MAX` made `Instant::now() + d`
+    /// panic where the handles turn these options into instants.
+    #[test]
+    fn duration_max_saturates_to_a_representable_never() {
+        let o = Options::new()
+            .liveness_interval(Duration::MAX)
+            .init_timeout(Duration::MAX);
+        assert_eq!(o.liveness_interval, LONGEST);
+        assert_eq!(o.init_timeout, LONGEST);
+        // What the handles do with them must not overflow.
+        let now = Instant::now();
+        assert!(now.checked_add(o.liveness_interval).is_some());
+        assert!(now.checked_add(o.init_timeout).is_some());
+        let nanos = u64::try_from(o.liveness_interval.as_nanos()).expect("fits a u64");
+        assert!(
+            nanos
+                .checked_add(100 * 365 * 24 * 3600 * 1_000_000_000)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn ordinary_durations_are_kept() {
+        let o = Options::new()
+            .liveness_interval(Duration::from_millis(7))
+            .init_timeout(Duration::from_secs(3));
+        assert_eq!(o.liveness_interval, Duration::from_millis(7));
+        assert_eq!(o.init_timeout, Duration::from_secs(3));
+        let o = Options::new().liveness_interval(Duration::ZERO);
+        assert_eq!(o.liveness_interval, Duration::from_micros(100));
     }
 }

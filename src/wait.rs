@@ -54,7 +54,8 @@ pub enum WaitStrategy {
     /// Poll for `spin`, then sleep on the futex until woken (the default, with 50 µs):
     /// no syscall while messages keep coming, no CPU once idle.
     SpinThenPark {
-        /// How long to poll before sleeping.
+        /// How long to poll before sleeping; `Duration::MAX` polls forever, as
+        /// [`BusySpin`](WaitStrategy::BusySpin) does.
         spin: Duration,
     },
     /// Sleep on the futex at once, after a handful of re-tries. Least CPU, each wait
@@ -203,6 +204,13 @@ pub(crate) fn quick_poll(mut ready: impl FnMut() -> bool) -> bool {
 /// at a 120 ns floor).
 const QUICK_POLLS: u32 = 32;
 
+/// Whether `now` is at or past `at`; `None` stands for an instant too far away to be
+/// represented (`Instant + Duration` overflowed), which is never reached.
+#[inline]
+fn reached(now: Instant, at: Option<Instant>) -> bool {
+    at.is_some_and(|t| now >= t)
+}
+
 /// Runs `attempt` until it is ready, waiting on `w` between tries. `attempt(true)`
 /// is the last look before sleeping: it must decide on the latest state (see
 /// `MpmcRing::is_latest`); `attempt(false)` is a poll and may see a stale state.
@@ -210,6 +218,13 @@ const QUICK_POLLS: u32 = 32;
 /// `every_slice` runs at least every `slice` while waiting (also when busy-spinning):
 /// it is where the caller checks whether the peer is still alive, and it may end the
 /// wait by returning `Some`.
+///
+/// The deadline and the slice are checked every 64 polls while polling, and on every
+/// pass while sleeping, whatever the pass found (a word that keeps being flagged
+/// included). Any `Duration` may be passed, up to
+/// `Duration::MAX` (as `slice` or as the strategy's spin): an instant past what
+/// `Instant` can represent counts as "never", so the spin then never ends and the
+/// slice never comes.
 #[cold]
 pub(crate) fn block_on<R>(
     w: &WaitWord,
@@ -224,9 +239,9 @@ pub(crate) fn block_on<R>(
     // here; measured when a line crosses cores in ~25 ns (a 50-60 ns floor), the 8-byte
     // round trip's p50 went from 100 to 90 ns (no change at slower floors). The spin
     // budget and the first liveness slice count from that first read (64 polls, ~2 µs,
-    // late).
-    let mut start: Option<Instant> = None;
-    let mut next_slice: Option<Instant> = None;
+    // late). `clock` holds that first read and when `every_slice` next runs (`None`:
+    // never, the slice is too long to represent).
+    let mut clock: Option<(Instant, Option<Instant>)> = None;
     let budget = strategy.spin_budget();
 
     // Phase 1: poll.
@@ -239,18 +254,19 @@ pub(crate) fn block_on<R>(
         // Reading the clock costs ~20 ns; do it every 64 polls.
         if i % 64 == 0 || cfg!(loom) {
             let now = Instant::now();
-            let t0 = *start.get_or_insert(now);
-            if deadline.is_some_and(|d| now >= d) {
+            if reached(now, deadline) {
                 return Err(TimedOut);
             }
-            let slice_end = next_slice.get_or_insert(t0 + slice);
-            if now >= *slice_end {
-                *slice_end = now + slice;
+            let (t0, next_slice) = clock.get_or_insert_with(|| (now, now.checked_add(slice)));
+            if reached(now, *next_slice) {
+                *next_slice = now.checked_add(slice);
                 if let Some(r) = every_slice() {
                     return Ok(r);
                 }
             }
-            if budget.is_some_and(|b| now >= t0 + b) {
+            // Elapsed time against the budget, not `t0 + budget`: no overflow for a
+            // budget of `Duration::MAX` (which spins forever, like `BusySpin`).
+            if budget.is_some_and(|b| now.saturating_duration_since(*t0) >= b) {
                 break;
             }
         }
@@ -264,7 +280,10 @@ pub(crate) fn block_on<R>(
             break;
         }
     }
-    let mut next_slice = next_slice.unwrap_or_else(|| Instant::now() + slice);
+    let mut next_slice = match clock {
+        Some((_, next_slice)) => next_slice,
+        None => Instant::now().checked_add(slice),
+    };
 
     // Phase 2: sleep on the futex word.
     loop {
@@ -272,38 +291,265 @@ pub(crate) fn block_on<R>(
         // see its publication (fence W; see the module docs).
         w.sleepers.fetch_add(1, Ordering::Relaxed);
         crate::membarrier::heavy(w);
+        #[cfg(all(test, not(loom)))]
+        tests::before_look(w);
         let seen = w.word.load(Ordering::Acquire);
-        if seen & (PENDING | SKIPPED) != 0 {
+        let woke = if seen & (PENDING | SKIPPED) != 0 {
             // Never sleep on a flagged word (a waker would not wake us again): take
-            // the wake-up in flight, then register and look again.
+            // the wake-up in flight, then look again below as after a wake-up. Not
+            // straight back to the announcement: wakers may keep flagging the word
+            // (each publication does while we are counted), and the deadline and the
+            // slice must still be honoured.
             leave(w);
-            continue;
-        }
-        if let Attempt::Ready(r) = attempt(true) {
+            Woke::Changed
+        } else {
+            if let Attempt::Ready(r) = attempt(true) {
+                leave(w);
+                return Ok(r);
+            }
+            let now = Instant::now();
+            if reached(now, deadline) {
+                leave(w);
+                return Err(TimedOut);
+            }
+            // Sleep until the sooner of the slice and the deadline; forever if neither
+            // can be represented.
+            let until = match (next_slice, deadline) {
+                (Some(s), Some(d)) => Some(s.min(d)),
+                (s, d) => s.or(d),
+            };
+            let timeout = until.map(|t| {
+                t.saturating_duration_since(now)
+                    .max(Duration::from_micros(1))
+            });
+            let woke = futex::wait(&w.word, seen, timeout);
             leave(w);
-            return Ok(r);
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            leave(w);
-            return Err(TimedOut);
-        }
-        let mut timeout = next_slice.saturating_duration_since(now);
-        if let Some(d) = deadline {
-            timeout = timeout.min(d.saturating_duration_since(now));
-        }
-        let woke = futex::wait(&w.word, seen, Some(timeout.max(Duration::from_micros(1))));
-        leave(w);
-        // Woken (or timed out): look before paying for another announcement and
-        // barrier; after a wake-up the message is usually there.
+            woke
+        };
+        // Woken (or timed out, or the word was flagged): look before paying for
+        // another announcement and barrier; after a wake-up the message is usually
+        // there.
         if let Attempt::Ready(r) = attempt(false) {
             return Ok(r);
         }
-        if matches!(woke, Woke::TimedOut) || Instant::now() >= next_slice {
-            next_slice = Instant::now() + slice;
+        let now = Instant::now();
+        if reached(now, deadline) {
+            return Err(TimedOut);
+        }
+        if matches!(woke, Woke::TimedOut) || reached(now, next_slice) {
+            next_slice = now.checked_add(slice);
             if let Some(r) = every_slice() {
                 return Ok(r);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::AtomicU32;
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicBool;
+    use std::thread;
+
+    fn word() -> WaitWord {
+        WaitWord {
+            word: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            mode: AtomicU32::new(crate::membarrier::FENCE),
+        }
+    }
+
+    /// Never ready.
+    fn pending(_: bool) -> Attempt<()> {
+        Attempt::Pending
+    }
+
+    /// Loose upper bound for "returned promptly" on a small, shared machine.
+    const PROMPTLY: Duration = Duration::from_secs(2);
+
+    /// Regression (issue 11, defect 7): the spin budget was added to an `Instant`.
+    #[test]
+    fn spin_of_duration_max_spins_until_the_deadline() {
+        let w = word();
+        let t = Instant::now();
+        let strategy = WaitStrategy::SpinThenPark {
+            spin: Duration::MAX,
+        };
+        let r = block_on(
+            &w,
+            strategy,
+            t.checked_add(Duration::from_millis(5)),
+            Duration::from_millis(1),
+            pending,
+            || None,
+        );
+        assert_eq!(r, Err(TimedOut));
+        assert!(t.elapsed() >= Duration::from_millis(5));
+        // It never slept: a spin that never ends is busy spinning.
+        assert_eq!(w.sleepers.load(Ordering::Relaxed), 0);
+    }
+
+    /// Regression (issue 11, defect 7): the slice was added to an `Instant`, in both
+    /// phases.
+    #[test]
+    fn slice_of_duration_max_never_comes() {
+        for strategy in [WaitStrategy::BusySpin, WaitStrategy::Block] {
+            let w = word();
+            let t = Instant::now();
+            let mut slices = 0;
+            let r = block_on(
+                &w,
+                strategy,
+                t.checked_add(Duration::from_millis(5)),
+                Duration::MAX,
+                pending,
+                || {
+                    slices += 1;
+                    None
+                },
+            );
+            assert_eq!(r, Err(TimedOut));
+            assert!(t.elapsed() >= Duration::from_millis(5));
+            assert_eq!(slices, 0, "{strategy:?}");
+        }
+    }
+
+    /// With neither a slice nor a deadline that can be represented, the waiter sleeps
+    /// (on a timeout the kernel saturates, or none) until woken.
+    #[test]
+    fn unrepresentable_slice_and_far_deadline_sleep_until_woken() {
+        let w = word();
+        let ready = AtomicBool::new(false);
+        let far = Instant::now().checked_add(Duration::from_secs(1 << 40));
+        for deadline in [None, far] {
+            ready.store(false, Ordering::SeqCst);
+            thread::scope(|s| {
+                s.spawn(|| {
+                    thread::sleep(Duration::from_millis(10));
+                    ready.store(true, Ordering::SeqCst);
+                    notify(&w);
+                });
+                let r = block_on(
+                    &w,
+                    WaitStrategy::Block,
+                    deadline,
+                    Duration::MAX,
+                    |_| {
+                        if ready.load(Ordering::SeqCst) {
+                            Attempt::Ready(7)
+                        } else {
+                            Attempt::Pending
+                        }
+                    },
+                    || None,
+                );
+                assert_eq!(r, Ok(7));
+            });
+        }
+    }
+
+    /// A waker that publishes every time the waiter announces itself, as seen by
+    /// [`before_look`]: `left` more times, counting how many of them came at or after
+    /// `mark` (`None`: the first time plus `after_first`).
+    #[derive(Clone, Copy)]
+    struct Flagger {
+        left: u32,
+        mark: Option<Instant>,
+        after_first: Duration,
+        late: u32,
+    }
+
+    thread_local! {
+        static FLAGGER: Cell<Option<Flagger>> = const { Cell::new(None) };
+    }
+
+    /// Test seam: `block_on` calls it between a waiter's announcement and its look at
+    /// the word. With a [`Flagger`] installed on this thread it flags the word, as a
+    /// waker that published just then would (`notify_slow` sets `PENDING` while a
+    /// waiter is counted), so that every look finds a flag: deterministically the
+    /// worst case of a stream of publications that a real race only approaches.
+    pub(super) fn before_look(w: &WaitWord) {
+        let Some(mut f) = FLAGGER.get() else {
+            return;
+        };
+        if f.left == 0 {
+            return;
+        }
+        f.left -= 1;
+        // AcqRel as in `notify_slow`.
+        w.word.fetch_or(PENDING, Ordering::AcqRel);
+        let now = Instant::now();
+        let mark = *f.mark.get_or_insert(now + f.after_first);
+        if now >= mark {
+            f.late += 1;
+        }
+        FLAGGER.set(Some(f));
+    }
+
+    /// Runs `wait` with a [`Flagger`] flagging the word at each look (at most
+    /// `FLAGS` times, so that a waiter that ignores its deadline still ends); returns
+    /// its result and the number of looks at or after `mark`.
+    fn flagged_always<R>(
+        mark: Option<Instant>,
+        after_first: Duration,
+        wait: impl FnOnce() -> R,
+    ) -> (R, u32) {
+        /// Enough for ~100 ms of passes, far more than the 2 ms waits below.
+        const FLAGS: u32 = 200_000;
+        FLAGGER.set(Some(Flagger {
+            left: FLAGS,
+            mark,
+            after_first,
+            late: 0,
+        }));
+        let r = wait();
+        let f = FLAGGER.take().expect("installed");
+        (r, f.late)
+    }
+
+    /// Regression (issue 11, defect 9): a waiter that found the word flagged took the
+    /// wake-up and went straight back to announcing itself, without looking at its
+    /// deadline; with wakers flagging the word again and again it overstayed (a 2 ms
+    /// `recv_timeout` took 12 ms; here it would loop until the flagger gives up,
+    /// looking thousands of times after its deadline). Each pass now checks it: a look
+    /// at or after the deadline is the last.
+    #[test]
+    fn deadline_holds_on_a_word_that_keeps_being_flagged() {
+        let w = word();
+        let t = Instant::now();
+        let deadline = t + Duration::from_millis(2);
+        let (r, late) = flagged_always(Some(deadline), Duration::ZERO, || {
+            block_on(
+                &w,
+                WaitStrategy::Block,
+                Some(deadline),
+                Duration::from_secs(3600),
+                pending,
+                || None,
+            )
+        });
+        assert_eq!(r, Err(TimedOut));
+        assert!(late <= 1, "{late} looks after the deadline");
+        assert!(t.elapsed() < PROMPTLY);
+        assert_eq!(w.sleepers.load(Ordering::Relaxed), 0);
+    }
+
+    /// As above for the liveness slice: `every_slice` runs on time even while the
+    /// word keeps being flagged. (The slice counts from `block_on`'s first clock
+    /// read, before its first look; the mark counts from that first look, later.)
+    #[test]
+    fn slice_holds_on_a_word_that_keeps_being_flagged() {
+        let w = word();
+        let t = Instant::now();
+        let slice = Duration::from_millis(2);
+        let (r, late) = flagged_always(None, slice, || {
+            block_on(&w, WaitStrategy::Block, None, slice, pending, || Some(()))
+        });
+        assert_eq!(r, Ok(()));
+        assert!(late <= 1, "{late} looks after the slice");
+        assert!(t.elapsed() < PROMPTLY);
+        assert_eq!(w.sleepers.load(Ordering::Relaxed), 0);
     }
 }
