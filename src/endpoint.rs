@@ -144,6 +144,15 @@ impl End {
         self.peer_gone(probe)
     }
 
+    /// Where a waiter of this handle records itself while asleep on `word`.
+    fn registration(&self, word: u32) -> wait::Registration<'_> {
+        peers::registration(
+            &self.shared.header().peers[self.claim.index],
+            self.claim,
+            word,
+        )
+    }
+
     /// Whether this handle created the segment and removes its name on drop.
     pub fn owns_name(&self) -> bool {
         self.shared.seg.owns_name()
@@ -248,6 +257,7 @@ impl SendCore {
         let w: &WaitWord = &self.ring().ctl().not_full.w;
         let r = wait::block_on(
             w,
+            Some(self.end.registration(peers::NOT_FULL)),
             self.end.wait,
             deadline,
             self.end.liveness,
@@ -265,6 +275,11 @@ impl SendCore {
         match r {
             Ok(true) => Ok(()),
             Ok(false) => Err(SendTimeoutError::Disconnected(())),
+            // A deadline shorter than the liveness interval never reaches a slice:
+            // check the peer as a `try_send` would (rate limited), so that a loop of
+            // short timeouts still learns that the receiver died.
+            Err(_) if self.prod.free(1) > 0 => Ok(()),
+            Err(_) if self.end.peer_gone_rate_limited() => Err(SendTimeoutError::Disconnected(())),
             Err(_) => Err(SendTimeoutError::Timeout(())),
         }
     }
@@ -351,6 +366,7 @@ impl RecvCore {
         let w: &WaitWord = &self.ring().ctl().not_empty.w;
         let r = wait::block_on(
             w,
+            Some(self.end.registration(peers::NOT_EMPTY)),
             self.end.wait,
             deadline,
             self.end.liveness,
@@ -370,7 +386,13 @@ impl RecvCore {
             // The sender is gone; one more look for a last message.
             Ok(false) if self.ready() => Ok(()),
             Ok(false) => Err(RecvTimeoutError::Disconnected),
-            Err(_) => Err(RecvTimeoutError::Timeout),
+            // As in `wait_for_room`: a loop of short timeouts still learns that the
+            // sender died (after taking what it left).
+            Err(_) => match self.empty_or_gone() {
+                Ok(()) => Ok(()),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+            },
         }
     }
 

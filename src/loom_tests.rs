@@ -30,6 +30,7 @@ fn send(p: &Producer, v: u64, strategy: WaitStrategy) {
         let w: &WaitWord = &p.ring().ctl().not_full.w;
         wait::block_on(
             w,
+            None,
             strategy,
             None,
             NEVER,
@@ -55,6 +56,7 @@ fn recv(c: &Consumer, gone: &AtomicU64, strategy: WaitStrategy) -> Option<u64> {
         let w: &WaitWord = &c.ring().ctl().not_empty.w;
         let ready = wait::block_on(
             w,
+            None,
             strategy,
             None,
             NEVER,
@@ -340,6 +342,7 @@ mod mpmc {
         let w = &r.ctl().not_empty.w;
         crate::wait::block_on(
             w,
+            None,
             crate::wait::WaitStrategy::Block,
             None,
             super::NEVER,

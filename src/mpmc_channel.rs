@@ -120,6 +120,12 @@ impl Attachment {
         }
     }
 
+    /// Where a waiter of this attachment records itself while asleep on `word`.
+    fn registration(&self, word: u32) -> Option<wait::Registration<'_>> {
+        let entry = self.shared.peers().get(self.claim.index)?;
+        Some(peers::registration(entry, self.claim, word))
+    }
+
     fn reaped(&self) -> impl FnMut(u64) + '_ {
         |dead| self.shared.forget_holder(dead)
     }
@@ -487,6 +493,7 @@ impl<T: Pod> Sender<T> {
         let last: Cell<Option<Blocked>> = Cell::new(None);
         let r = wait::block_on(
             &att.ring.ctl().not_full.w,
+            att.registration(peers::NOT_FULL),
             att.wait,
             deadline.into(),
             att.liveness,
@@ -514,7 +521,14 @@ impl<T: Pod> Sender<T> {
         match r {
             Ok(true) => Ok(()),
             Ok(false) => Err(SendTimeoutError::Disconnected(msg)),
-            Err(_) => Err(SendTimeoutError::Timeout(msg)),
+            // A deadline shorter than the liveness interval never reaches a slice:
+            // check as `try_send` would (rate limited), so that a loop of short
+            // timeouts still learns that every receiver died.
+            Err(_) => match self.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Disconnected(m)) => Err(SendTimeoutError::Disconnected(m)),
+                Err(TrySendError::Full(m)) => Err(SendTimeoutError::Timeout(m)),
+            },
         }
     }
 }
@@ -659,6 +673,7 @@ impl<T: Pod> Receiver<T> {
         let last: Cell<Option<Blocked>> = Cell::new(None);
         let r = wait::block_on(
             &att.ring.ctl().not_empty.w,
+            att.registration(peers::NOT_EMPTY),
             att.wait,
             deadline.into(),
             att.liveness,
@@ -693,7 +708,12 @@ impl<T: Pod> Receiver<T> {
         match r {
             Ok(Some(v)) => Ok(v),
             Ok(None) => self.drain().ok_or(RecvTimeoutError::Disconnected),
-            Err(_) => Err(RecvTimeoutError::Timeout),
+            // As in `send_deadline`: check as `try_recv` would (rate limited).
+            Err(_) => match self.try_recv() {
+                Ok(v) => Ok(v),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+            },
         }
     }
 

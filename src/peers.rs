@@ -119,6 +119,21 @@ pub(crate) fn sleeps(state: u64) -> [u32; 2] {
     ]
 }
 
+/// Where a thread of the holder of `entry` (our `claim`) records itself while asleep
+/// on `word` ([`NOT_EMPTY`] or [`NOT_FULL`]).
+pub(crate) fn registration(
+    entry: &PeerEntry,
+    claim: Claim,
+    word: u32,
+) -> crate::wait::Registration<'_> {
+    crate::wait::Registration {
+        entry: &entry.state,
+        unit: sleep_unit(word),
+        field: SLEEP_MAX * sleep_unit(word),
+        held: claim.generation as u64,
+    }
+}
+
 /// Our claim on an entry; released by [`release`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Claim {

@@ -34,7 +34,7 @@
 
 use crate::futex::{self, Woke};
 use crate::layout::WaitWord;
-use crate::sync::{Ordering, fence, spin_hint};
+use crate::sync::{AtomicU64, Ordering, fence, spin_hint};
 use std::time::{Duration, Instant};
 
 /// How a blocked `send`/`recv` waits for the other side.
@@ -87,6 +87,63 @@ pub(crate) const PENDING: u32 = 1;
 pub(crate) const SKIPPED: u32 = 2;
 /// The rest of the word is an epoch, bumped by `notify_all`.
 const EPOCH: u32 = 4;
+
+/// Where a waiter also records itself while it sleeps: a count in its peer-table
+/// entry's state word, so that whoever finds the waiter's process dead can take it off
+/// `sleepers` (see `peers.rs`). Without it a process killed asleep would stay counted
+/// forever, and every later waker would pay for a `futex_wake`.
+///
+/// The count is the field `(state & field) / unit`; the waiter records itself only
+/// while the state's upper 32 bits are `held` (its own claim) and the field has room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Registration<'a> {
+    /// The waiter's entry state.
+    pub entry: &'a AtomicU64,
+    /// What one sleeper adds.
+    pub unit: u64,
+    /// The bits of the count.
+    pub field: u64,
+    /// The state's upper 32 bits while the waiter holds the entry.
+    pub held: u64,
+}
+
+impl Registration<'_> {
+    /// Counts one more sleeper in the entry; `false` if it could not (the count is
+    /// full, or the entry is no longer ours): then it must not be uncounted either.
+    fn enter(&self) -> bool {
+        // Relaxed: only whoever vacates the entry of a dead holder reads the count, and
+        // the CAS that vacates it reads the state word itself.
+        self.entry
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s >> 32 == self.held && s & self.field != self.field).then(|| s + self.unit)
+            })
+            .is_ok()
+    }
+
+    fn exit(&self) {
+        self.entry.fetch_sub(self.unit, Ordering::Relaxed);
+    }
+}
+
+/// Announces a sleeper on `w` (and in its entry): the word's count first, so that a
+/// process killed between the two leaves one count too many (perf), never too few
+/// (a lost wake-up). Returns whether the entry counted it.
+#[inline]
+fn announce(w: &WaitWord, reg: Option<Registration<'_>>) -> bool {
+    w.sleepers.fetch_add(1, Ordering::Relaxed);
+    reg.is_some_and(|r| r.enter())
+}
+
+/// Takes the sleeper off its entry (if it was counted there), then off the word.
+#[inline]
+fn depart(w: &WaitWord, reg: Option<Registration<'_>>, in_entry: bool) {
+    if in_entry {
+        if let Some(r) = reg {
+            r.exit();
+        }
+    }
+    leave(w);
+}
 
 /// Outcome of one attempt inside a blocking loop.
 pub(crate) enum Attempt<R> {
@@ -228,6 +285,7 @@ fn reached(now: Instant, at: Option<Instant>) -> bool {
 #[cold]
 pub(crate) fn block_on<R>(
     w: &WaitWord,
+    reg: Option<Registration<'_>>,
     strategy: WaitStrategy,
     deadline: Option<Instant>,
     slice: Duration,
@@ -289,7 +347,7 @@ pub(crate) fn block_on<R>(
     loop {
         // Announce ourselves before the last look, so that a waker either sees us or we
         // see its publication (fence W; see the module docs).
-        w.sleepers.fetch_add(1, Ordering::Relaxed);
+        let in_entry = announce(w, reg);
         crate::membarrier::heavy(w);
         #[cfg(all(test, not(loom)))]
         tests::before_look(w);
@@ -300,16 +358,16 @@ pub(crate) fn block_on<R>(
             // straight back to the announcement: wakers may keep flagging the word
             // (each publication does while we are counted), and the deadline and the
             // slice must still be honoured.
-            leave(w);
+            depart(w, reg, in_entry);
             Woke::Changed
         } else {
             if let Attempt::Ready(r) = attempt(true) {
-                leave(w);
+                depart(w, reg, in_entry);
                 return Ok(r);
             }
             let now = Instant::now();
             if reached(now, deadline) {
-                leave(w);
+                depart(w, reg, in_entry);
                 return Err(TimedOut);
             }
             // Sleep until the sooner of the slice and the deadline; forever if neither
@@ -323,7 +381,7 @@ pub(crate) fn block_on<R>(
                     .max(Duration::from_micros(1))
             });
             let woke = futex::wait(&w.word, seen, timeout);
-            leave(w);
+            depart(w, reg, in_entry);
             woke
         };
         // Woken (or timed out, or the word was flagged): look before paying for
@@ -379,6 +437,7 @@ mod tests {
         };
         let r = block_on(
             &w,
+            None,
             strategy,
             t.checked_add(Duration::from_millis(5)),
             Duration::from_millis(1),
@@ -401,6 +460,7 @@ mod tests {
             let mut slices = 0;
             let r = block_on(
                 &w,
+                None,
                 strategy,
                 t.checked_add(Duration::from_millis(5)),
                 Duration::MAX,
@@ -433,6 +493,7 @@ mod tests {
                 });
                 let r = block_on(
                     &w,
+                    None,
                     WaitStrategy::Block,
                     deadline,
                     Duration::MAX,
@@ -523,6 +584,7 @@ mod tests {
         let (r, late) = flagged_always(Some(deadline), Duration::ZERO, || {
             block_on(
                 &w,
+                None,
                 WaitStrategy::Block,
                 Some(deadline),
                 Duration::from_secs(3600),
@@ -545,7 +607,9 @@ mod tests {
         let t = Instant::now();
         let slice = Duration::from_millis(2);
         let (r, late) = flagged_always(None, slice, || {
-            block_on(&w, WaitStrategy::Block, None, slice, pending, || Some(()))
+            block_on(&w, None, WaitStrategy::Block, None, slice, pending, || {
+                Some(())
+            })
         });
         assert_eq!(r, Ok(()));
         assert!(late <= 1, "{late} looks after the slice");

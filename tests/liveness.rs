@@ -140,7 +140,10 @@ fn process_whose_main_thread_exited_is_alive() {
         // SAFETY: installs a handler that only calls SYS_exit; then signals the main
         // thread (its tid is the pid) of this process.
         unsafe {
-            libc::signal(libc::SIGUSR1, exit_this_thread as libc::sighandler_t);
+            libc::signal(
+                libc::SIGUSR1,
+                exit_this_thread as *const () as libc::sighandler_t,
+            );
             let pid = libc::getpid();
             libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR1);
         }
