@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 /// Messages a slow sender sends, one every [`GAP`]: together many liveness intervals.
 const N: u64 = 40;
 const GAP: Duration = Duration::from_millis(20);
-const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--kill-child"];
+/// A new PID namespace with its own /proc, as a container has.
+const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
+/// A new PID namespace that still sees the host's /proc.
+const UNSHARE_HOST_PROC: &[&str] = &["unshare", "--pid", "--fork", "--kill-child"];
 
 fn opts() -> Options {
     Options::new().liveness_interval(LIVENESS)
@@ -98,7 +101,7 @@ fn receiver_that_is_pid_1_of_its_namespace_is_seen_to_die() {
     let (_guard, name) = ShmGuard::fresh("live-ns-rx");
     let tx = Sender::<u64>::with_options(&name, &create_opts(4)).expect("create");
     let child = spawn_child_under(
-        UNSHARE,
+        UNSHARE_HOST_PROC,
         "receiver_that_is_pid_1_of_its_namespace_is_seen_to_die",
         "rx",
         &name,

@@ -492,10 +492,11 @@ pub fn hold_liveness_lock(name: &str, index: u8) -> std::fs::File {
     f
 }
 
-/// Whether `unshare --pid --fork` works here (root, or user namespaces allowed).
+/// Whether `unshare --pid --fork --mount-proc` works here (root, or user namespaces
+/// allowed).
 pub fn can_unshare_pid() -> bool {
     Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child", "true"])
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "true"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
