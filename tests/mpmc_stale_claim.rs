@@ -223,3 +223,141 @@ fn mpmc_dead_claim_is_cleared_after_its_entry_was_reused_8192_times() {
     drop(guard);
     common::assert_shm_gone(&[&name]);
 }
+
+const FENCE_TEST: &str = "mpmc_live_claimant_in_another_pid_namespace_is_never_fenced";
+
+/// Host pid of the only child of `pid` (the test binary `unshare` forked).
+fn only_child(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Issue 11, defect 6: a claimant is fenced (its claim cleared and the slot handed to
+/// someone else) only once its process is gone, so its late stores can never reach a
+/// message another claimant owns. A consumer in another PID namespace (its own /proc,
+/// as in a container) is caught holding a READING claim and kept stopped for many
+/// liveness intervals while the producer, blocked behind that claim, looks for dead
+/// claimants: the claim must stay. The pid-based table took that consumer for dead and
+/// handed its message to the next consumer while the stopped one still held it.
+#[test]
+fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
+    common::run_as_child(|c: &ChildEnv| {
+        let rx = Receiver::<Msg>::with_options(&c.name, &opts()).expect("open receiver");
+        let start = Instant::now();
+        while start.elapsed() < 2 * MUST_FINISH {
+            for _ in 0..1000 {
+                if let Ok(m) = rx.try_recv() {
+                    assert!(m.is_valid());
+                }
+            }
+        }
+    });
+    if !common::can_unshare_pid() {
+        println!("SKIPPED: `unshare --pid --fork --mount-proc` is not available here");
+        return;
+    }
+    let (guard, name) = ShmGuard::fresh("mpmc-fence");
+    let tx = Sender::<Msg>::with_options(
+        &name,
+        &opts()
+            .capacity(CAP)
+            .mode(CreateMode::CreateExclusive)
+            .max_peers(2),
+    )
+    .expect("create");
+    let slot_size = shmchan::inspect(&name).expect("inspect").slot_size as usize;
+    let mut rng = Rng::from_entropy();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(attempts <= 20, "never caught the consumer holding a claim");
+        let child = common::spawn_child_under(
+            &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
+            FENCE_TEST,
+            "ns_consumer",
+            &name,
+            "",
+        );
+        let mut pid = None;
+        common::wait_until("the consumer's attach", MUST_FINISH, || {
+            pid = only_child(child.pid());
+            pid.is_some() && shmchan::inspect(&name).is_ok_and(|i| i.peers.len() == 2)
+        });
+        let pid = pid.expect("pid");
+        let consumer = shmchan::inspect(&name)
+            .expect("inspect")
+            .peers
+            .into_iter()
+            .find(|p| p.role == "receiver")
+            .expect("receiver entry");
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (tx, stop) = (tx.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match tx.try_send(Msg::new(1, seq)) {
+                        Ok(()) => seq += 1,
+                        Err(TrySendError::Full(_)) => std::thread::yield_now(),
+                        Err(TrySendError::Disconnected(_)) => panic!("Disconnected"),
+                    }
+                }
+                seq
+            })
+        };
+        let mut found = None;
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_micros(rng.range(100, 2000)));
+            signal(pid, rustix::process::Signal::STOP);
+            common::wait_until("the consumer to stop", MUST_FINISH, || all_stopped(pid));
+            found = find_claim(&name, slot_size, consumer.index, consumer.generation);
+            if found.is_some() {
+                break;
+            }
+            signal(pid, rustix::process::Signal::CONT);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut seq = producer.join().expect("producer");
+        let Some(claim) = found else {
+            drop(child);
+            continue;
+        };
+        // Stopped with a claim: fill the ring, then keep sending, which blocks behind
+        // the claim and probes its claimant every liveness interval.
+        let t = Instant::now();
+        while t.elapsed() < 20 * LIVENESS {
+            match tx.send_timeout(Msg::new(1, seq), LIVENESS) {
+                Ok(()) => seq += 1,
+                Err(SendTimeoutError::Timeout(_)) => {}
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    panic!("a stopped consumer was taken for gone")
+                }
+            }
+        }
+        assert_eq!(
+            find_claim(&name, slot_size, consumer.index, consumer.generation),
+            Some(claim),
+            "the live consumer's claim was cleared while it was stopped"
+        );
+        let info = shmchan::inspect(&name).expect("inspect");
+        assert!(
+            info.peers
+                .iter()
+                .any(|p| p.index == consumer.index && p.alive),
+            "{:?}",
+            info.peers
+        );
+        // Once it runs again, it finishes its claim and the ring flows.
+        signal(pid, rustix::process::Signal::CONT);
+        common::wait_until("the claim to be released", MUST_FINISH, || {
+            find_claim(&name, slot_size, consumer.index, consumer.generation) != Some(claim)
+        });
+        tx.send_timeout(Msg::new(1, seq), MUST_FINISH)
+            .expect("send after the consumer resumed");
+        child.kill();
+        break;
+    }
+    drop(tx);
+    drop(guard);
+    common::assert_shm_gone(&[&name]);
+}
