@@ -59,7 +59,7 @@ impl End {
             &hdr.peers[mine],
             mine,
             role,
-            &hdr.config.peer_generation,
+            hdr.peer_generation,
         )
         .map_err(|e| match e {
             ClaimError::Taken { pid } => OpenError::RoleTaken {
@@ -88,7 +88,7 @@ impl End {
         // array of capacity * slot_size bytes starts at HEADER_SIZE, page aligned. The
         // ring is only used by the core that also owns `shared`, which keeps the
         // mapping alive (fields drop after the ring's users).
-        let ring = unsafe { Ring::new(&hdr.ring, shared.slots(), &shared.geo) };
+        let ring = unsafe { Ring::new(hdr.ring, shared.slots(), &shared.geo) };
         let end = End {
             shared,
             claim,

@@ -120,11 +120,20 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     };
     let hdr = map.as_ptr() as *const Header;
     // SAFETY: the mapping is HEADER_SIZE bytes, page aligned, and lives until the end
-    // of this function; the header's fields are integers and atomics.
-    let (snap, h) = unsafe { (ConfigSnapshot::read(hdr), &*hdr) };
+    // of this function. The config line is read volatile; of the rest, only lines made
+    // of atomics are referenced (other processes write them), never the whole header.
+    let (snap, init_state, ring, attach, peers_table) = unsafe {
+        (
+            ConfigSnapshot::read(hdr),
+            &(*hdr).config.init_state,
+            &(*hdr).ring,
+            &(*hdr).attach,
+            &(*hdr).peers,
+        )
+    };
     // Classify an unfinished header as an opener would: a creator still at work, or
     // one that died (then `shmchan rm` may remove it).
-    let init = h.config.init_state.load(Ordering::Acquire);
+    let init = init_state.load(Ordering::Acquire);
     if init == INIT_CREATING && (snap.magic == MAGIC || snap.magic == [0; 8]) {
         let pid = snap.creator_pid;
         return Err(
@@ -153,19 +162,17 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
         // slots after it. SAFETY: the mapping covers the whole object, whose size is
         // the geometry's (checked above): capacity * slot_size bytes of 4-aligned slots
         // after the header. The ring only loads from them.
-        let ring = unsafe {
-            crate::spsc::Ring::new(&h.ring, map.as_ptr().add(HEADER_SIZE).cast_mut(), &geo)
-        };
+        let ring =
+            unsafe { crate::spsc::Ring::new(ring, map.as_ptr().add(HEADER_SIZE).cast_mut(), &geo) };
         ring.positions()
     } else {
         (
-            h.ring.head.pos.load(Ordering::Relaxed),
-            h.ring.tail.pos.load(Ordering::Relaxed),
+            ring.head.pos.load(Ordering::Relaxed),
+            ring.tail.pos.load(Ordering::Relaxed),
         )
     };
     let mut peer_list = Vec::new();
-    for (index, e) in h
-        .peers
+    for (index, e) in peers_table
         .iter()
         .enumerate()
         .take(snap.max_peers.min(MAX_PEERS as u32) as usize)
@@ -211,10 +218,10 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
         creator_uid: snap.creator_uid,
         created_at: SystemTime::UNIX_EPOCH + Duration::from_nanos(snap.created_at_ns),
         peers: peer_list,
-        sleeping_receivers: h.ring.not_empty.w.sleepers.load(Ordering::Relaxed),
-        sleeping_senders: h.ring.not_full.w.sleepers.load(Ordering::Relaxed),
-        sender_attaches: h.attach.sender_attaches.load(Ordering::Relaxed),
-        receiver_attaches: h.attach.receiver_attaches.load(Ordering::Relaxed),
+        sleeping_receivers: ring.not_empty.w.sleepers.load(Ordering::Relaxed),
+        sleeping_senders: ring.not_full.w.sleepers.load(Ordering::Relaxed),
+        sender_attaches: attach.sender_attaches.load(Ordering::Relaxed),
+        receiver_attaches: attach.receiver_attaches.load(Ordering::Relaxed),
     })
 }
 

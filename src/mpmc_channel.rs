@@ -68,7 +68,7 @@ impl Attachment {
         let shared = Shared::attach(name, opts, &wanted::<T>())?;
         let hdr = shared.header();
         let peers = shared.peers();
-        let claim = peers::claim_any(&shared.seg.file, peers, role, &hdr.config.peer_generation)?
+        let claim = peers::claim_any(&shared.seg.file, peers, role, hdr.peer_generation)?
             .ok_or(OpenError::TooManyPeers(peers.len() as u32))?;
         if let Some(dead) = claim.took_over {
             // The dead holder we replaced is still counted in its role's hint and as a
@@ -87,7 +87,7 @@ impl Attachment {
         // SAFETY: the header was validated; the slot array (capacity * slot_size bytes,
         // 8-aligned claim words) follows it inside the mapping, which `shared` keeps
         // alive as long as this attachment, the ring's only user.
-        let ring = unsafe { MpmcRing::new(&hdr.ring, shared.slots(), &shared.geo) };
+        let ring = unsafe { MpmcRing::new(hdr.ring, shared.slots(), &shared.geo) };
         let me = Claimant {
             peer: claim.index as u8,
             generation: claim.generation & GEN_MASK,
@@ -112,7 +112,7 @@ impl Attachment {
     }
 
     fn count(shared: &Shared, role: u32) -> &AtomicU32 {
-        let a = &shared.header().attach;
+        let a = shared.header().attach;
         if role == Role::Sender as u32 {
             &a.senders
         } else {
@@ -171,7 +171,7 @@ impl Attachment {
             Role::Sender => Role::Receiver,
             Role::Receiver => Role::Sender,
         };
-        let a = &self.shared.header().attach;
+        let a = self.shared.header().attach;
         let ever = match other {
             Role::Sender => a.sender_attaches.load(Ordering::Relaxed),
             Role::Receiver => a.receiver_attaches.load(Ordering::Relaxed),

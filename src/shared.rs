@@ -29,6 +29,19 @@ pub(crate) struct Wanted {
     pub type_name: &'static str,
 }
 
+/// The atomic parts of a mapped header (see [`Shared::header`]).
+#[derive(Clone, Copy)]
+pub(crate) struct HeaderView<'a> {
+    /// Positions and wait words.
+    pub ring: &'a layout::RingCtl,
+    /// Attach counters and hints.
+    pub attach: &'a layout::AttachLine,
+    /// The whole peer table (use [`Shared::peers`] for the part in use).
+    pub peers: &'a [layout::PeerEntry; MAX_PEERS],
+    /// Source of attach generations.
+    pub peer_generation: &'a crate::sync::AtomicU32,
+}
+
 /// A mapped segment with a valid header.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -195,11 +208,12 @@ impl Shared {
         }
         let seg = Segment::map_file(fd, file, size as usize)?;
         let hdr = seg.as_ptr() as *const Header;
-        // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned.
-        let cfg = unsafe { &(*hdr).config };
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; only the
+        // atomic field is referenced (the creator may still be writing the others).
+        let init_state = unsafe { &(*hdr).config.init_state };
         loop {
             // Acquire pairs with the creator's Release store of READY.
-            match cfg.init_state.load(Ordering::Acquire) {
+            match init_state.load(Ordering::Acquire) {
                 INIT_READY => break,
                 INIT_CREATING => {}
                 _ => {
@@ -220,9 +234,7 @@ impl Shared {
             // The creator holds its init lock from before it sized the object until
             // after it stored READY: free while the header is unfinished means dead
             // (looked up in the kernel, so it holds across PID namespaces).
-            if !seg.file.is_held(INIT_LOCK)
-                && cfg.init_state.load(Ordering::Acquire) == INIT_CREATING
-            {
+            if !seg.file.is_held(INIT_LOCK) && init_state.load(Ordering::Acquire) == INIT_CREATING {
                 return Err(OpenError::CreatorDied {
                     pid: snap.creator_pid,
                 });
@@ -244,10 +256,11 @@ impl Shared {
         check_wanted(&snap, &geo, opts, want)?;
         if !crate::membarrier::register() {
             // We cannot do our waiters' half of the asymmetric protocol: everyone fences.
-            // SAFETY: the header is mapped (checked above) and its wait words are atomics.
-            let h = unsafe { &*hdr };
-            h.ring.not_empty.w.mode.store(FENCE, Ordering::Relaxed);
-            h.ring.not_full.w.mode.store(FENCE, Ordering::Relaxed);
+            // SAFETY: the header is mapped (checked above) and its wait words are atomics;
+            // only the ring's line is referenced.
+            let ring = unsafe { &(*hdr).ring };
+            ring.not_empty.w.mode.store(FENCE, Ordering::Relaxed);
+            ring.not_full.w.mode.store(FENCE, Ordering::Relaxed);
         }
         Ok(Shared {
             seg,
@@ -256,12 +269,27 @@ impl Shared {
         })
     }
 
-    /// The header.
+    /// The parts of the header that change after creation: all atomics.
+    ///
+    /// No reference to the whole header (or to its config line) is ever made: another
+    /// process may write any byte of it, and a shared reference would promise the
+    /// compiler that its plain fields do not change. The config line is read only
+    /// through [`ConfigSnapshot::read`] (volatile reads through raw pointers).
     #[inline]
-    pub fn header(&self) -> &Header {
+    pub fn header(&self) -> HeaderView<'_> {
+        let hdr = self.seg.as_ptr() as *const Header;
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page aligned, and lives as
-        // long as self; every field other processes write is atomic or read volatile.
-        unsafe { &*(self.seg.as_ptr() as *const Header) }
+        // long as self. Each field is projected through the raw pointer (a reference
+        // to that field only, never to the header), and each is a struct of atomics,
+        // which other processes may write concurrently.
+        unsafe {
+            HeaderView {
+                ring: &(*hdr).ring,
+                attach: &(*hdr).attach,
+                peers: &(*hdr).peers,
+                peer_generation: &(*hdr).config.peer_generation,
+            }
+        }
     }
 
     /// The live part of the peer table.
@@ -275,7 +303,7 @@ impl Shared {
     /// counters: its threads registered as asleep, and for MPMC its role's hint.
     /// Runs once per vacated entry (whoever vacated it).
     pub fn forget_holder(&self, state: u64) {
-        let ring = &self.header().ring;
+        let ring = self.header().ring;
         let [on_empty, on_full] = crate::peers::sleeps(state);
         let sub = |c: &crate::sync::AtomicU32, n: u32| {
             if n > 0 {
@@ -289,7 +317,7 @@ impl Shared {
         sub(&ring.not_full.w.sleepers, on_full);
         if self.geo.flavor == FLAVOR_MPMC {
             if let crate::peers::EntryState::Held(h) = crate::peers::decode(state) {
-                let a = &self.header().attach;
+                let a = self.header().attach;
                 let hint = if h.role == crate::peers::Role::Sender as u32 {
                     &a.senders
                 } else {
