@@ -57,7 +57,7 @@ fn info_json(i: &ChannelInfo) -> serde_json::Value {
         "sender_attaches": i.sender_attaches,
         "receiver_attaches": i.receiver_attaches,
         "peers": i.peers.iter().map(|p| json!({
-            "index": p.index, "pid": p.pid, "role": p.role,
+            "index": p.index, "pid": p.pid, "pid_namespace": p.pid_namespace, "role": p.role,
             "generation": p.generation, "alive": p.alive,
         })).collect::<Vec<_>>(),
     })
@@ -143,10 +143,11 @@ pub fn stat(name: &str, as_json: bool) -> Result<()> {
     );
     for p in &i.peers {
         println!(
-            "peer {:<3}        {} pid {} gen {} {}",
+            "peer {:<3}        {} pid {} (pid namespace {}) gen {} {}",
             p.index,
             p.role,
             p.pid,
+            p.pid_namespace,
             p.generation,
             if p.alive { "alive" } else { "DEAD" }
         );
@@ -154,6 +155,9 @@ pub fn stat(name: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Only for a channel no handle is attached to (then no lock says anything): a pid
+/// that exists keeps it (a pid from another PID namespace may name an unrelated
+/// process here, which errs on the side of keeping the channel).
 fn creator_dead(pid: u32) -> bool {
     pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
