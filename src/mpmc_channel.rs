@@ -355,7 +355,7 @@ macro_rules! mpmc_common {
         /// Whether every peer of the other role is known to be gone (one was attached
         /// once). Probes liveness at most once per liveness interval.
         pub fn is_disconnected(&self) -> bool {
-            self.att.others_gone(self.att.may_probe())
+            self.att.forked() || self.att.others_gone(self.att.may_probe())
         }
 
         /// Whether this attachment created the segment and removes its name when the

@@ -232,6 +232,31 @@ fn handles_inherited_through_fork_are_inert() {
         let mut own =
             Some(Sender::<u64>::with_options(&name2, &create_opts(2)).expect("create own"));
         let mut rx_own = Some(Receiver::<u64>::with_options(&name2, &opts()).expect("open own"));
+        let name3 = format!("{}-mpmc", env.name);
+        let mtx = shmchan::mpmc::Sender::<u64>::with_options(&name3, &create_opts(4))
+            .expect("create mpmc");
+        let mrx = shmchan::mpmc::Receiver::<u64>::with_options(&name3, &opts()).expect("mpmc");
+        let pid = fork_run(|| {
+            // MPMC clones (shared attachments) are inert as well.
+            let (mtx, mrx) = (mtx.clone(), mrx.clone());
+            let mut fails = 0;
+            if !matches!(mtx.try_send(3), Err(TrySendError::Disconnected(3))) {
+                fails |= 16;
+            }
+            if mrx.try_recv() != Err(shmchan::TryRecvError::Disconnected) || !mrx.is_disconnected()
+            {
+                fails |= 32;
+            }
+            drop((mtx, mrx));
+            fails
+        });
+        assert_eq!(wait_pid(pid), 0, "MPMC checks failed in the forked child");
+        mtx.send(4).expect("mpmc send after the fork");
+        assert_eq!(mrx.recv(), Ok(4));
+        assert!(
+            common::shm_exists(&name3),
+            "the forked child removed the MPMC name"
+        );
         let pid = fork_run(|| {
             // In the forked child every inherited handle is disconnected, and dropping
             // it leaves the entry, the lock and the name to the parent.
@@ -276,6 +301,7 @@ fn handles_inherited_through_fork_are_inert() {
     });
     let (mut guard, name) = ShmGuard::fresh("live-fork");
     guard.add(&format!("{name}-own"));
+    guard.add(&format!("{name}-mpmc"));
     let rx = Receiver::<u64>::with_options(&name, &create_opts(4)).expect("create");
     let child = spawn_child("handles_inherited_through_fork_are_inert", "tx", &name, "");
     receive_from_slow_sender(&rx, &name, child);
