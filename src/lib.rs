@@ -33,6 +33,13 @@
 //! - A process killed at any instruction never makes another read a half-written
 //!   message, and never wedges the channel: a dead peer is noticed within the
 //!   [liveness interval](Options::liveness_interval) by anyone waiting on it.
+//! - A peer is dead exactly when the lock its process holds on the channel's object
+//!   (an open-file-description lock, released by the kernel when the process ends) is
+//!   free; pids are for display only. Peers in other PID namespaces, a process whose
+//!   main thread has exited, and a stopped process are alive.
+//! - A handle inherited through `fork()` is inert in the child: its operations report
+//!   `Disconnected` and dropping it changes nothing shared. Attach after forking.
+//! - Each process keeps one file descriptor open per channel it is attached to.
 //! - Nothing read from the segment is trusted: another process writing garbage can
 //!   cause garbage messages or a stalled channel, never an access outside the mapping.
 //!   (A same-uid process can still shrink the object, which raises `SIGBUS`; see the
