@@ -414,22 +414,8 @@ mod tests {
     }
 
     fn file() -> Arc<SegFile> {
-        use std::os::unix::fs::MetadataExt;
-        let p = std::env::temp_dir().join(format!(
-            "shmchan-peers-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .unwrap();
-        let _ = std::fs::remove_file(&p);
-        let m = f.metadata().unwrap();
-        SegFile::adopt(&f.into(), "/unused", m.dev(), m.ino()).unwrap()
+        let (fd, dev, ino) = crate::process::temp_fd();
+        SegFile::adopt(&fd, "/unused", dev, ino).expect("adopt")
     }
 
     #[test]

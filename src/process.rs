@@ -365,30 +365,33 @@ pub(crate) fn identity() -> (u32, u32) {
     (pid, ns)
 }
 
+/// An unlinked temporary file, its device and inode: an object to lock in unit tests.
+#[cfg(test)]
+pub(crate) fn temp_fd() -> (OwnedFd, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "shmchan-segfile-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .expect("temp file");
+    let _ = std::fs::remove_file(&p);
+    let m = f.metadata().expect("metadata");
+    (OwnedFd::from(f), m.dev(), m.ino())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use std::os::fd::AsRawFd;
-
-    fn temp_fd() -> (OwnedFd, u64, u64) {
-        use std::os::unix::fs::MetadataExt;
-        let p = std::env::temp_dir().join(format!(
-            "shmchan-segfile-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .unwrap();
-        let _ = std::fs::remove_file(&p);
-        let m = f.metadata().unwrap();
-        (OwnedFd::from(f), m.dev(), m.ino())
-    }
 
     #[test]
     fn one_description_per_object_and_local_holds() {

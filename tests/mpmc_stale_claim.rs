@@ -45,6 +45,21 @@ fn find_claim(name: &str, slot_size: usize, peer: usize, generation: u32) -> Opt
     })
 }
 
+/// Creates `name` with two peer entries (the sender's and one receiver's, so every
+/// receiver that attaches later reuses entry 1); returns the sender and the slot size.
+fn two_entry_channel(name: &str) -> (Sender<Msg>, usize) {
+    let tx = Sender::<Msg>::with_options(
+        name,
+        &opts()
+            .capacity(CAP)
+            .mode(CreateMode::CreateExclusive)
+            .max_peers(2),
+    )
+    .expect("create");
+    let slot_size = shmchan::inspect(name).expect("inspect").slot_size as usize;
+    (tx, slot_size)
+}
+
 /// Whether every thread of `pid` is stopped.
 fn all_stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -93,15 +108,7 @@ fn mpmc_dead_claim_is_cleared_after_its_entry_was_reused_8192_times() {
     let (guard, name) = ShmGuard::fresh("mpmc-aba");
     // Two entries: the parent's sender (0) and one receiver (1), so every receiver that
     // attaches later reuses entry 1.
-    let tx = Sender::<Msg>::with_options(
-        &name,
-        &opts()
-            .capacity(CAP)
-            .mode(CreateMode::CreateExclusive)
-            .max_peers(2),
-    )
-    .expect("create");
-    let slot_size = shmchan::inspect(&name).expect("inspect").slot_size as usize;
+    let (tx, slot_size) = two_entry_channel(&name);
     let mut rng = Rng::from_entropy();
 
     // 1. Catch a consumer process holding a READING claim, and kill it there.
@@ -257,16 +264,16 @@ fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
         return;
     }
     let (guard, name) = ShmGuard::fresh("mpmc-fence");
-    let tx = Sender::<Msg>::with_options(
-        &name,
-        &opts()
-            .capacity(CAP)
-            .mode(CreateMode::CreateExclusive)
-            .max_peers(2),
-    )
-    .expect("create");
-    let slot_size = shmchan::inspect(&name).expect("inspect").slot_size as usize;
+    let (tx, slot_size) = two_entry_channel(&name);
     let mut rng = Rng::from_entropy();
+    // A consumer of an earlier attempt may still be listed: only a live one counts.
+    let live_receiver = || {
+        shmchan::inspect(&name)
+            .ok()?
+            .peers
+            .into_iter()
+            .find(|p| p.role == "receiver" && p.alive)
+    };
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -281,15 +288,10 @@ fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
         let mut pid = None;
         common::wait_until("the consumer's attach", MUST_FINISH, || {
             pid = only_child(child.pid());
-            pid.is_some() && shmchan::inspect(&name).is_ok_and(|i| i.peers.len() == 2)
+            pid.is_some() && live_receiver().is_some()
         });
         let pid = pid.expect("pid");
-        let consumer = shmchan::inspect(&name)
-            .expect("inspect")
-            .peers
-            .into_iter()
-            .find(|p| p.role == "receiver")
-            .expect("receiver entry");
+        let consumer = live_receiver().expect("receiver entry");
         let stop = Arc::new(AtomicBool::new(false));
         let producer = {
             let (tx, stop) = (tx.clone(), stop.clone());
@@ -319,7 +321,12 @@ fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
         stop.store(true, Ordering::Relaxed);
         let mut seq = producer.join().expect("producer");
         let Some(claim) = found else {
+            // Let the last consumer go completely before the next one attaches (the
+            // table has one receiver entry).
             drop(child);
+            common::wait_until("the last consumer's exit", MUST_FINISH, || {
+                live_receiver().is_none()
+            });
             continue;
         };
         // Stopped with a claim: fill the ring, then keep sending, which blocks behind
