@@ -355,13 +355,25 @@ pub(crate) fn raise_fd_limit() -> bool {
 }
 
 /// Display facts about this process for the peer table: its pid as seen in its own
-/// PID namespace, and the inode of that namespace (0 if unknown).
+/// PID namespace, and the inode of that namespace (0 if unknown). Cached per fork
+/// generation (reading `/proc/self/ns/pid` costs a path walk per attach otherwise).
 pub(crate) fn identity() -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
+    static CACHED_GEN: AtomicU32 = AtomicU32::new(0);
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let tag = generation().wrapping_add(1);
+    // Acquire pairs with the Release below: the value stored before the tag is seen.
+    if CACHED_GEN.load(Ordering::Acquire) == tag {
+        let v = CACHED.load(Ordering::Relaxed);
+        return (v as u32, (v >> 32) as u32);
+    }
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
     let ns = std::fs::metadata("/proc/self/ns/pid")
         .map(|m| m.ino() as u32)
         .unwrap_or(0);
+    // Racing callers store the same values.
+    CACHED.store((ns as u64) << 32 | pid as u64, Ordering::Relaxed);
+    CACHED_GEN.store(tag, Ordering::Release);
     (pid, ns)
 }
 
