@@ -278,18 +278,21 @@ fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
             &name,
             "",
         );
+        // The entry of the consumer of a previous attempt (killed) is still held until
+        // someone probes it: wait for a receiver entry that is alive, this child's.
         let mut pid = None;
+        let mut consumer = None;
         common::wait_until("the consumer's attach", MUST_FINISH, || {
             pid = only_child(child.pid());
-            pid.is_some() && shmchan::inspect(&name).is_ok_and(|i| i.peers.len() == 2)
+            consumer = shmchan::inspect(&name).ok().and_then(|i| {
+                i.peers
+                    .into_iter()
+                    .find(|p| p.role == "receiver" && p.alive)
+            });
+            pid.is_some() && consumer.is_some()
         });
         let pid = pid.expect("pid");
-        let consumer = shmchan::inspect(&name)
-            .expect("inspect")
-            .peers
-            .into_iter()
-            .find(|p| p.role == "receiver")
-            .expect("receiver entry");
+        let consumer = consumer.expect("receiver entry");
         let stop = Arc::new(AtomicBool::new(false));
         let producer = {
             let (tx, stop) = (tx.clone(), stop.clone());
