@@ -369,11 +369,79 @@ fn check_wanted(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::fault::{Point, arm};
+    use crate::layout::KIND_TYPED;
+    use rustix::io::Errno;
+
+    fn want() -> Wanted {
+        Wanted {
+            flavor: FLAVOR_SPSC,
+            kind: KIND_TYPED,
+            msg_size: 8,
+            msg_align: 8,
+            fingerprint: crate::layout::fnv1a(b"u64"),
+            type_name: "u64",
+        }
+    }
+
+    fn modes(s: &Shared) -> [u32; 2] {
+        let r = &s.header().ring;
+        [
+            r.not_empty.w.mode.load(Ordering::Relaxed),
+            r.not_full.w.mode.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// A process that cannot use membarrier (old kernel, seccomp) opens a channel made
+    /// by one that could: both wait words go back to fences, since wakers that skip
+    /// theirs would rely on a barrier this waiter cannot make. A creator that cannot
+    /// register starts in fence mode. Either way a sleeping receiver is woken.
+    #[test]
+    fn without_membarrier_everyone_fences() {
+        let name = format!("shmchan-test-nomb-{}", std::process::id());
+        let create = Options::new().capacity(4).mode(CreateMode::CreateExclusive);
+        let made = Shared::attach(&name, &create, &want()).expect("create");
+        let asym = crate::membarrier::register();
+        let start = if asym { ASYMMETRIC } else { FENCE };
+        assert_eq!(modes(&made), [start; 2]);
+        let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);
+        let opened = Shared::attach(&name, &Options::new(), &want()).expect("open");
+        assert_eq!(armed.used(), 1);
+        assert_eq!(modes(&made), [FENCE; 2]);
+        drop((opened, made, armed));
+
+        let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);
+        let made = Shared::attach(&name, &create, &want()).expect("create again");
+        assert_eq!(armed.used(), 1);
+        assert_eq!(modes(&made), [FENCE; 2]);
+        drop((made, armed));
+
+        // End to end: a receiver opened without membarrier sleeps and is woken.
+        let tx = crate::Sender::<u64>::with_options(&name, &create).expect("sender");
+        let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);
+        let rx = crate::Receiver::<u64>::with_options(
+            &name,
+            &Options::new().wait_strategy(crate::WaitStrategy::Block),
+        )
+        .expect("receiver");
+        assert_eq!(armed.used(), 1);
+        std::thread::scope(|s| {
+            let r = s.spawn(move || rx.recv_timeout(Duration::from_secs(60)));
+            let t = Instant::now();
+            while crate::inspect(&name).expect("inspect").sleeping_receivers == 0 {
+                assert!(t.elapsed() < Duration::from_secs(60), "never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            tx.send(7).expect("send");
+            assert_eq!(r.join().expect("receiver thread"), Ok(7));
+        });
+    }
     /// Regression (fuzz `ops`): open-or-create without a capacity opens an existing
     /// channel instead of failing for want of a capacity.
     #[test]
     fn open_or_create_without_capacity_opens() {
-        use crate::{CreateMode, OpenError, Options, Receiver, Sender};
+        use crate::{Receiver, Sender};
         let name = format!("shmchan-test-ooc-{}", std::process::id());
         let opts = Options::new().mode(CreateMode::OpenOrCreate);
         assert!(matches!(
