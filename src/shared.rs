@@ -72,6 +72,8 @@ impl Shared {
                         Err(OpenError::AlreadyExists(_)) => {}
                         other => return other,
                     }
+                    #[cfg(test)]
+                    tests::after_create_refused(&path);
                     match Self::open(&path, name, opts, want) {
                         Err(OpenError::NotFound(_)) => continue,
                         other => return other,
@@ -437,6 +439,49 @@ mod tests {
             assert_eq!(r.join().expect("receiver thread"), Ok(7));
         });
     }
+    thread_local! {
+        /// How many more times [`after_create_refused`] removes the name.
+        static VANISH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Test seam: open-or-create calls it between a create refused with
+    /// `AlreadyExists` and its open. Armed on this thread, it removes the name there,
+    /// as the channel's owner dropping it at that instant would.
+    pub(super) fn after_create_refused(path: &str) {
+        let n = VANISH.get();
+        if n > 0 {
+            VANISH.set(n - 1);
+            let _ = rustix::shm::unlink(path);
+        }
+    }
+
+    /// The open-or-create race: the name exists when we try to create, and is gone
+    /// when we open (its owner dropped it in between). We try again, create it
+    /// ourselves, and own the new channel; the old one's handles stay on the old.
+    #[test]
+    fn open_or_create_retries_when_the_name_vanishes_in_between() {
+        use crate::{Receiver, Sender, TryRecvError};
+        let name = format!("shmchan-test-ooc-vanish-{}", std::process::id());
+        let old = Sender::<u64>::create(&name, 4).expect("create");
+        VANISH.set(1);
+        let opts = Options::new().capacity(4).mode(CreateMode::OpenOrCreate);
+        let rx = Receiver::<u64>::with_options(&name, &opts).expect("open or create");
+        assert_eq!(VANISH.get(), 0, "the seam was not reached");
+        assert!(
+            rx.owns_name(),
+            "the second try should have created the channel"
+        );
+        old.try_send(1).expect("the old channel still works");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        let tx = Sender::<u64>::open(&name).expect("open the new channel");
+        tx.send(2).expect("send");
+        assert_eq!(rx.try_recv(), Ok(2));
+        drop((tx, rx));
+        // The old creator's drop does not remove the new channel's name; it is gone.
+        drop(old);
+        assert!(matches!(crate::inspect(&name), Err(OpenError::NotFound(_))));
+    }
+
     /// Regression (fuzz `ops`): open-or-create without a capacity opens an existing
     /// channel instead of failing for want of a capacity.
     #[test]
