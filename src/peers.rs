@@ -504,6 +504,12 @@ mod tests {
         let held = encode(Role::Sender, 9);
         assert!(!holder_alive(&f, 256, held));
         assert!(!holder_alive(&f, 255 + 45, held));
+        // Nor does a state that names no holder, whatever its lock says.
+        assert_eq!(f.try_hold(2).unwrap(), Hold::Taken);
+        assert!(!holder_alive(&f, 2, VACATED));
+        assert!(!holder_alive(&f, 2, 0));
+        assert!(holder_alive(&f, 2, held));
+        f.unhold(2);
         assert!(matches!(
             claim(&f, &e, 256, Role::Sender, &AtomicU32::new(0)),
             Err(ClaimError::Taken { pid: 0 })

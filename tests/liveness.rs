@@ -260,6 +260,17 @@ fn handles_inherited_through_fork_are_inert() {
                 fails |= 64;
             }
             drop((mtx, mrx));
+            // Attaching anew works in the child (the pre-fork-worker pattern, here
+            // after the fork): a lock description and a membarrier registration of
+            // its own.
+            match shmchan::mpmc::Receiver::<u64>::with_options(&name3, &opts()) {
+                Ok(r) => {
+                    if r.try_recv() != Err(shmchan::TryRecvError::Empty) || r.is_disconnected() {
+                        fails |= 128;
+                    }
+                }
+                Err(_) => fails |= 256,
+            }
             if !matches!(tx.try_send(99), Err(TrySendError::Disconnected(99))) {
                 fails |= 1;
             }
