@@ -491,11 +491,13 @@ mod tests {
             let t = Instant::now();
             let slice = Duration::from_millis(2);
             let mut slices = 0;
+            // A deadline, so that a wait that ignores the check fails instead of hanging.
+            let deadline = t.checked_add(Duration::from_secs(30));
             let r = block_on(
                 &w,
                 None,
                 strategy,
-                None,
+                deadline,
                 slice,
                 |_| Attempt::Pending,
                 || {

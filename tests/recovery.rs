@@ -11,8 +11,8 @@ use common::{
     spawn_child_under, wait_until,
 };
 use shmchan::{
-    CreateMode, OpenError, Options, Receiver, RecvError, RecvTimeoutError, SendError,
-    SendTimeoutError, Sender, WaitStrategy, mpmc,
+    CreateMode, OpenError, Options, Receiver, RecvTimeoutError, SendError, SendTimeoutError,
+    Sender, WaitStrategy, mpmc,
 };
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ fn mpmc_receiver_asleep_when_the_last_sender_is_killed() {
             tid_tx
                 .send(rustix::thread::gettid().as_raw_nonzero().get())
                 .expect("tid");
-            rx.recv()
+            rx.recv_timeout(MUST_FINISH)
         })
     };
     let tid = tid_rx.recv().expect("tid");
@@ -99,7 +99,10 @@ fn mpmc_receiver_asleep_when_the_last_sender_is_killed() {
     });
     let killed = Instant::now();
     child.kill();
-    assert_eq!(waiter.join().expect("receiver thread"), Err(RecvError));
+    assert_eq!(
+        waiter.join().expect("receiver thread"),
+        Err(RecvTimeoutError::Disconnected)
+    );
     assert!(
         killed.elapsed() < PROMPTLY,
         "noticed after {:?}",
@@ -205,7 +208,10 @@ fn busy_spinning_receiver_finds_its_sender_dead() {
     assert_eq!(rx.recv_timeout(MUST_FINISH), Ok(0));
     let killed = Instant::now();
     child.kill();
-    assert_eq!(rx.recv(), Err(RecvError));
+    assert_eq!(
+        rx.recv_timeout(MUST_FINISH),
+        Err(RecvTimeoutError::Disconnected)
+    );
     assert!(
         killed.elapsed() < PROMPTLY,
         "noticed after {:?}",
