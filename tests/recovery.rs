@@ -190,8 +190,18 @@ fn mpmc_short_timeouts_learn_that_the_other_side_died() {
     drop((tx, keep));
 }
 
+/// CPU time (user + system, in clock ticks) thread `tid` of this process has used.
+fn thread_cpu_ticks(tid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("stat");
+    let after = &text[text.rfind(')').expect("comm") + 1..];
+    // Fields 14 and 15 (utime, stime); the text after the name starts at field 3.
+    let f: Vec<&str> = after.split_ascii_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
 /// A receiver that busy-spins never sleeps: the liveness check in its spin phase is
-/// what finds its sender dead.
+/// what finds its sender dead. The sender is killed only once the receiver has spun
+/// for a while (50 ms of its CPU time: long past its first look, which probes too).
 #[test]
 fn busy_spinning_receiver_finds_its_sender_dead() {
     run_as_child(child_roles);
@@ -206,20 +216,32 @@ fn busy_spinning_receiver_finds_its_sender_dead() {
         "1",
     );
     assert_eq!(rx.recv_timeout(MUST_FINISH), Ok(0));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        tid_tx
+            .send(rustix::thread::gettid().as_raw_nonzero().get())
+            .expect("tid");
+        let r = rx.recv_timeout(MUST_FINISH);
+        (r, Instant::now(), rx)
+    });
+    let tid = tid_rx.recv().expect("tid");
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).expect("CLK_TCK");
+    let spun = thread_cpu_ticks(tid);
+    wait_until("the receiver spinning", MUST_FINISH, || {
+        thread_cpu_ticks(tid) >= spun + hz.div_ceil(20)
+    });
     let killed = Instant::now();
     child.kill();
-    assert_eq!(
-        rx.recv_timeout(MUST_FINISH),
-        Err(RecvTimeoutError::Disconnected)
-    );
-    assert!(
-        killed.elapsed() < PROMPTLY,
-        "noticed after {:?}",
-        killed.elapsed()
-    );
+    // (The receiver comes back: it created the channel, and removes it when dropped.)
+    let (r, at, _rx) = waiter.join().expect("receiver thread");
+    assert_eq!(r, Err(RecvTimeoutError::Disconnected));
+    let took = at.duration_since(killed);
+    assert!(took < PROMPTLY, "noticed after {took:?}");
     assert_eq!(
         shmchan::inspect(&name).expect("inspect").sleeping_receivers,
-        0
+        0,
+        "a busy-spinning receiver announced itself as a sleeper"
     );
 }
 
