@@ -14,6 +14,7 @@ use shmchan::{
     CreateMode, OpenError, Options, Receiver, RecvTimeoutError, SendError, SendTimeoutError,
     Sender, WaitStrategy, mpmc,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn opts() -> Options {
@@ -116,6 +117,101 @@ fn mpmc_receiver_asleep_when_the_last_sender_is_killed() {
         info.peers
     );
     assert!(rx.is_disconnected());
+}
+
+/// The slot word of MPMC slot `index` of channel `name` (slots start at 4096; see
+/// `src/mpmc_ring.rs` for the encoding), through a mapping of the object.
+fn slot_word<R>(name: &str, index: usize, f: impl FnOnce(&AtomicU64) -> R) -> R {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(common::shm_path(name))
+        .expect("open object");
+    let slot_size = shmchan::inspect(name).expect("inspect").slot_size as usize;
+    let off = 4096 + index * slot_size;
+    let map = memmap2::MmapOptions::new()
+        .len(off + 8)
+        .map_raw(&file)
+        .expect("map");
+    // SAFETY: `off` is inside the mapping and 8-aligned (page-aligned slot array,
+    // slot sizes multiples of 64); the channel's processes access the word only
+    // atomically; the mapping lives until the end of this function.
+    let word = unsafe { &*(map.as_mut_ptr().add(off) as *const AtomicU64) };
+    f(word)
+}
+
+/// A producer killed between its claim and its publication leaves a WRITING claim in
+/// the slot a sleeping consumer waits on. The consumer's liveness check finds the
+/// claimant dead, skips the torn slot and takes the next message. (The claim is
+/// planted in the slot word while the consumer sleeps, for the child sender that was
+/// killed: catching a real producer between two instructions is a matter of luck.)
+#[test]
+fn mpmc_sleeping_receiver_skips_a_dead_producers_claim() {
+    run_as_child(child_roles);
+    let (_guard, name) = ShmGuard::fresh("rec-mpmc-writing");
+    let rx = mpmc::Receiver::<u64>::with_options(
+        &name,
+        &create_opts(4).wait_strategy(WaitStrategy::Block),
+    )
+    .expect("create");
+    let tx = mpmc::Sender::<u64>::with_options(&name, &opts()).expect("open");
+    let child = spawn_child(
+        "mpmc_sleeping_receiver_skips_a_dead_producers_claim",
+        "mpmc_sender",
+        &name,
+        "0",
+    );
+    let pid = child.pid();
+    let mut dead = None;
+    wait_until("the child's attach", MUST_FINISH, || {
+        dead = shmchan::inspect(&name)
+            .expect("inspect")
+            .peers
+            .into_iter()
+            .find(|p| p.pid == pid && p.role == "sender");
+        dead.is_some()
+    });
+    let dead = dead.expect("entry");
+    child.kill();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let rx = rx.clone();
+        std::thread::spawn(move || {
+            tid_tx
+                .send(rustix::thread::gettid().as_raw_nonzero().get())
+                .expect("tid");
+            rx.recv_timeout(MUST_FINISH)
+        })
+    };
+    let tid = tid_rx.recv().expect("tid");
+    wait_until("the receiver asleep", MUST_FINISH, || {
+        common::thread_state(tid) == Some('S')
+            && shmchan::inspect(&name).is_ok_and(|i| i.sleeping_receivers == 1)
+    });
+    // WRITING (1), lap 0, the dead sender's entry and generation, in slot 0 (head).
+    let claim = 1u64 << 61 | (dead.index as u64) << 13 | u64::from(dead.generation & 0x1FFF);
+    slot_word(&name, 0, |w| {
+        w.compare_exchange(0, claim, Ordering::SeqCst, Ordering::SeqCst)
+            .expect("slot 0 free")
+    });
+    // The sleeping receiver's own check clears it (nobody else looks: the sender is
+    // idle).
+    wait_until("the dead claim cleared", MUST_FINISH, || {
+        slot_word(&name, 0, |w| w.load(Ordering::SeqCst)) >> 61 != 1
+    });
+    assert!(!waiter.is_finished());
+    // The next message goes to slot 1, behind the skipped one.
+    tx.send(7).expect("send");
+    assert_eq!(waiter.join().expect("receiver thread"), Ok(7));
+    assert!(
+        shmchan::inspect(&name)
+            .expect("inspect")
+            .peers
+            .iter()
+            .all(|p| p.pid != pid),
+        "the dead producer's entry was not vacated"
+    );
+    drop((tx, rx));
 }
 
 /// A loop of timeouts shorter than the liveness interval never reaches a liveness
