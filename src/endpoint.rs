@@ -372,8 +372,11 @@ impl RecvCore {
             self.end.liveness,
             |_| {
                 if self.ready() {
-                    Attempt::Ready(true)
-                } else if self.end.peer_gone(false) {
+                    return Attempt::Ready(true);
+                }
+                #[cfg(test)]
+                tests::between_looks();
+                if self.end.peer_gone(false) {
                     Attempt::Ready(false)
                 } else {
                     Attempt::Pending
@@ -400,5 +403,57 @@ impl RecvCore {
     #[inline]
     pub fn release(&self, n: u64) {
         self.cons.release(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Receiver, RecvTimeoutError, Sender};
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    thread_local! {
+        /// What [`between_looks`] runs, once.
+        static BETWEEN: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Test seam: a blocked receive calls it after finding no message and before
+    /// looking whether the sender is gone.
+    pub(super) fn between_looks() {
+        if let Some(f) = BETWEEN.with(|b| b.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// A sender that publishes a last message and leaves between a blocked receiver's
+    /// two looks (no message; sender gone): the message is still received, and only
+    /// then `Disconnected`.
+    #[test]
+    fn a_last_message_published_just_before_the_sender_left_is_received() {
+        let name = format!("shmchan-test-last-msg-{}", std::process::id());
+        let rx = Receiver::<u64>::with_options(
+            &name,
+            &crate::Options::new()
+                .capacity(4)
+                .mode(crate::CreateMode::CreateExclusive)
+                .wait_strategy(crate::WaitStrategy::Block),
+        )
+        .unwrap();
+        let tx = Sender::<u64>::open(&name).unwrap();
+        BETWEEN.with(|b| {
+            *b.borrow_mut() = Some(Box::new(move || {
+                tx.send(5).unwrap();
+                drop(tx);
+            }))
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(5));
+        assert!(
+            BETWEEN.with(|b| b.borrow().is_none()),
+            "the seam was not reached"
+        );
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)),
+            Err(RecvTimeoutError::Disconnected)
+        );
     }
 }

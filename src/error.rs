@@ -316,3 +316,99 @@ pub struct TooLong {
     /// Largest message the channel carries.
     pub max: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_errors_hand_the_message_back_and_say_what_happened() {
+        let e = SendError::Disconnected(5u8);
+        assert!(e.is_disconnected());
+        assert_eq!(format!("{e:?}"), "Disconnected(..)");
+        assert_eq!(e.to_string(), "sending on a disconnected channel");
+        let t: TrySendError<u8> = e.into();
+        assert!(t.is_disconnected() && !t.is_full());
+        assert_eq!(t.into_inner(), 5);
+        let t: SendTimeoutError<u8> = SendError::Disconnected(6).into();
+        assert!(t.is_disconnected() && !t.is_timeout());
+        assert_eq!(t.into_inner(), 6);
+
+        let full = TrySendError::Full(vec![1, 2]);
+        assert!(full.is_full() && !full.is_disconnected());
+        assert_eq!(format!("{full:?}"), "Full(..)");
+        assert_eq!(full.to_string(), "sending on a full channel");
+        assert_eq!(full.into_inner(), vec![1, 2]);
+
+        let late = SendTimeoutError::Timeout('x');
+        assert!(late.is_timeout() && !late.is_disconnected());
+        assert_eq!(format!("{late:?}"), "Timeout(..)");
+        assert_eq!(late.to_string(), "timed out waiting on send operation");
+        assert_eq!(
+            SendTimeoutError::Disconnected(()).to_string(),
+            "sending on a disconnected channel"
+        );
+        // Usable as `dyn Error`, whatever the message type.
+        let boxed: Box<dyn std::error::Error> = Box::new(SendTimeoutError::Timeout(()));
+        assert!(boxed.source().is_none());
+    }
+
+    #[test]
+    fn receive_errors_say_what_happened() {
+        assert_eq!(
+            RecvError.to_string(),
+            "receiving on an empty and disconnected channel"
+        );
+        let e: TryRecvError = RecvError.into();
+        assert!(e.is_disconnected() && !e.is_empty());
+        assert!(TryRecvError::Empty.is_empty() && !TryRecvError::Empty.is_disconnected());
+        assert_eq!(
+            TryRecvError::Empty.to_string(),
+            "receiving on an empty channel"
+        );
+        let e: RecvTimeoutError = RecvError.into();
+        assert!(e.is_disconnected() && !e.is_timeout());
+        assert!(RecvTimeoutError::Timeout.is_timeout());
+        assert!(!RecvTimeoutError::Timeout.is_disconnected());
+        assert_eq!(
+            RecvTimeoutError::Timeout.to_string(),
+            "timed out waiting on receive operation"
+        );
+        assert_eq!(
+            TooLong { len: 9, max: 8 }.to_string(),
+            "message of 9 bytes exceeds the channel's limit of 8 bytes"
+        );
+    }
+
+    /// Each errno an attach can meet has its own variant, with the channel's name.
+    #[test]
+    fn os_errors_become_specific_variants() {
+        use rustix::io::Errno;
+        let of = |e| OpenError::from_errno(e, "ch");
+        assert!(matches!(of(Errno::NOENT), OpenError::NotFound(n) if n == "ch"));
+        assert!(matches!(of(Errno::EXIST), OpenError::AlreadyExists(n) if n == "ch"));
+        assert!(matches!(of(Errno::ACCESS), OpenError::PermissionDenied(n) if n == "ch"));
+        assert!(matches!(of(Errno::PERM), OpenError::PermissionDenied(n) if n == "ch"));
+        assert!(matches!(
+            of(Errno::NAMETOOLONG),
+            OpenError::InvalidName { name, reason: "too long for this system" } if name == "ch"
+        ));
+        assert!(matches!(of(Errno::MFILE), OpenError::TooManyOpenFiles));
+        assert!(matches!(of(Errno::NFILE), OpenError::TooManyOpenFiles));
+        match of(Errno::IO) {
+            OpenError::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            other => panic!("{other:?}"),
+        }
+        let io = |code| OpenError::from_io(io::Error::from_raw_os_error(code));
+        assert!(matches!(io(libc::EMFILE), OpenError::TooManyOpenFiles));
+        assert!(matches!(io(libc::ENFILE), OpenError::TooManyOpenFiles));
+        match io(libc::EBADF) {
+            OpenError::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::EBADF)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            OpenError::CreatorDied { pid: 42 }.to_string(),
+            "the creator (pid 42) died while initialising the segment"
+        );
+    }
+}

@@ -154,6 +154,45 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(20));
     }
 
+    /// A signal delivered to a sleeping waiter (a handler that does not restart the
+    /// call) ends the wait as `Interrupted`, which callers treat as "look again".
+    #[test]
+    fn a_signal_interrupts_the_wait() {
+        use std::os::unix::thread::JoinHandleExt;
+        use std::sync::atomic::AtomicBool;
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: installs a handler that does nothing (async-signal-safe) for SIGUSR2,
+        // which nothing else in this test binary uses; `sa` is fully initialised
+        // (zeroed, then the fields set; SA_RESTART deliberately absent).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+        }
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let done2 = done.clone();
+        let t = std::thread::spawn(move || {
+            let w = AtomicU32::new(0);
+            let r = wait(&w, 0, Some(Duration::from_secs(60)));
+            done2.store(true, Ordering::SeqCst);
+            r
+        });
+        let start = Instant::now();
+        // A signal that arrives before the thread sleeps only runs the handler: keep
+        // signalling until the wait returns.
+        while !done.load(Ordering::SeqCst) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "never interrupted"
+            );
+            // SAFETY: the thread is not joined yet, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGUSR2) };
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(t.join().unwrap(), Woke::Interrupted);
+    }
+
     #[test]
     fn wake_releases_a_waiter() {
         let w = std::sync::Arc::new(AtomicU32::new(0));

@@ -250,3 +250,118 @@ pub fn list() -> std::io::Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CreateMode, Options, Sender};
+    use std::mem::offset_of;
+    use std::os::unix::fs::FileExt;
+
+    /// Removes the names (or files) when dropped, also when the test fails.
+    struct Cleanup(Vec<std::path::PathBuf>);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    fn poke(name: &str, offset: usize, bytes: &[u8]) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        f.write_all_at(bytes, offset as u64).unwrap();
+    }
+
+    /// `inspect` of a header that is not (or no longer) a ready channel: a creator
+    /// that died while initialising (its init lock free), one still at work (it holds
+    /// the lock), an unknown init state, a foreign magic. Each is told apart, so that
+    /// `shmchan rm` knows what it may remove.
+    #[test]
+    fn inspect_tells_unfinished_corrupt_and_foreign_headers_apart() {
+        let name = format!("shmchan-test-inspect-hdr-{}", std::process::id());
+        let _c = Cleanup(vec![format!("/dev/shm/{name}").into()]);
+        let opts = Options::new()
+            .capacity(4)
+            .mode(CreateMode::CreateExclusive)
+            .keep(true);
+        drop(Sender::<u64>::with_options(&name, &opts).unwrap());
+        let init = offset_of!(Header, config.init_state);
+        let magic = offset_of!(Header, config.magic);
+        assert!(inspect(&name).is_ok());
+
+        poke(&name, init, &INIT_CREATING.to_ne_bytes());
+        match inspect(&name) {
+            Err(OpenError::CreatorDied { pid }) => assert_eq!(pid, std::process::id()),
+            other => panic!("dead creator: {other:?}"),
+        }
+        // A creator still at work holds its init lock (through its own description).
+        let creator = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        let lock = crate::process::lock_byte(crate::process::INIT_LOCK);
+        assert!(crate::ofd::try_lock(creator.as_fd(), lock).unwrap());
+        assert!(matches!(inspect(&name), Err(OpenError::InitTimeout)));
+        drop(creator);
+
+        poke(&name, init, &7u32.to_ne_bytes());
+        assert!(matches!(
+            inspect(&name),
+            Err(OpenError::Corrupt("unknown init state"))
+        ));
+        for state in [7, INIT_CREATING, INIT_READY] {
+            poke(&name, init, &state.to_ne_bytes());
+            poke(&name, magic, b"NOTSHMCH");
+            assert!(
+                matches!(inspect(&name), Err(OpenError::BadMagic)),
+                "init state {state}"
+            );
+            poke(&name, magic, &MAGIC);
+        }
+        let info = inspect(&name).unwrap();
+        assert_eq!(
+            (info.flavor, info.kind, info.capacity),
+            ("spsc", "typed", 4)
+        );
+    }
+
+    #[test]
+    fn inspect_of_a_byte_channel_says_bytes() {
+        let name = format!("shmchan-test-inspect-bytes-{}", std::process::id());
+        let tx = crate::ByteSender::create(&name, 8, 100).unwrap();
+        let info = inspect(&name).unwrap();
+        assert_eq!(
+            (info.flavor, info.kind, info.msg_size),
+            ("spsc", "bytes", 100)
+        );
+        drop(tx);
+    }
+
+    /// `list` passes over what it cannot read in /dev/shm (a name that is not UTF-8,
+    /// a socket that cannot be opened) instead of failing, and still finds channels.
+    #[test]
+    fn list_passes_over_what_it_cannot_read() {
+        use std::os::unix::ffi::OsStringExt;
+        let pid = std::process::id();
+        let name = format!("shmchan-test-list-{pid}");
+        let sock = std::path::PathBuf::from(format!("/dev/shm/shmchan-test-list-sock-{pid}"));
+        let mut bad = format!("/dev/shm/shmchan-test-list-{pid}-").into_bytes();
+        bad.push(0xff);
+        let bad = std::path::PathBuf::from(std::ffi::OsString::from_vec(bad));
+        let _c = Cleanup(vec![sock.clone(), bad.clone()]);
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // A shmchan header under a name that is not UTF-8.
+        std::fs::write(&bad, MAGIC).unwrap();
+        let tx = Sender::<u64>::create(&name, 2).unwrap();
+        let names = list().unwrap();
+        assert!(names.contains(&name), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("shmchan-test-list-sock")));
+        drop(tx);
+    }
+}

@@ -532,5 +532,20 @@ mod tests {
             Geometry::new(FLAVOR_SPSC, KIND_TYPED, 1 << 30, 1 << 20, 8),
             Err(OpenError::TooLarge)
         ));
+        // Sizes near 2^64 (a byte channel's limit is the caller's `usize`) overflow
+        // every step of the computation: TooLarge, never a panic or a wrapped size.
+        for (flavor, kind, size) in [
+            (FLAVOR_SPSC, KIND_BYTES, u64::MAX - 9),
+            (FLAVOR_MPMC, KIND_TYPED, u64::MAX - 20),
+            (FLAVOR_SPSC, KIND_TYPED, u64::MAX),
+        ] {
+            assert!(
+                matches!(
+                    Geometry::new(flavor, kind, 8, size, 8),
+                    Err(OpenError::TooLarge)
+                ),
+                "{flavor} {kind} {size}"
+            );
+        }
     }
 }

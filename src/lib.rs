@@ -57,6 +57,8 @@ mod channel;
 #[cfg(not(loom))]
 mod endpoint;
 mod error;
+#[cfg(not(loom))]
+mod fault;
 mod futex;
 #[cfg(not(loom))]
 mod inspect;

@@ -34,6 +34,11 @@ pub(crate) fn register() -> bool {
     use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
     use std::sync::Mutex;
     static REGISTERED: Mutex<Option<(u32, bool)>> = Mutex::new(None);
+    // Test seam: a unit test makes this thread look like that of a process that cannot
+    // register (an old kernel, or a seccomp filter that forbids membarrier).
+    if crate::fault::hit(crate::fault::Point::MembarrierRegister).is_err() {
+        return false;
+    }
     // Keyed by fork generation: a forked child registers again.
     let pid = crate::process::generation();
     let mut g = match REGISTERED.lock() {
@@ -72,11 +77,42 @@ pub(crate) fn heavy(w: &WaitWord) {
     #[cfg(not(loom))]
     if w.mode.load(Ordering::Relaxed) == ASYMMETRIC {
         use rustix::thread::{MembarrierCommand, membarrier};
-        if membarrier(MembarrierCommand::GlobalExpedited).is_err() {
+        if crate::fault::hit(crate::fault::Point::MembarrierBarrier).is_err()
+            || membarrier(MembarrierCommand::GlobalExpedited).is_err()
+        {
             // Cannot happen once registered; if it does, make everyone fence.
             w.mode.store(FENCE, Ordering::Relaxed);
         }
     }
     #[cfg(loom)]
     let _ = w;
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::fault::{Point, arm};
+    use crate::sync::AtomicU32;
+    use rustix::io::Errno;
+
+    /// A waiter whose barrier fails cannot do its half of the asymmetric protocol: it
+    /// makes every waker of the word fence again.
+    #[test]
+    fn a_failed_barrier_downgrades_the_word_to_fences() {
+        let w = WaitWord {
+            word: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            mode: AtomicU32::new(ASYMMETRIC),
+        };
+        let armed = arm(Point::MembarrierBarrier, &[Errno::INVAL]);
+        heavy(&w);
+        assert_eq!(armed.used(), 1);
+        assert_eq!(w.mode.load(Ordering::Relaxed), FENCE);
+        // A word in fence mode never asks the kernel.
+        drop(armed);
+        let armed = arm(Point::MembarrierBarrier, &[Errno::INVAL]);
+        heavy(&w);
+        assert_eq!(armed.used(), 0);
+        assert_eq!(w.mode.load(Ordering::Relaxed), FENCE);
+    }
 }

@@ -750,6 +750,39 @@ mod tests {
         assert_eq!(pop(&r, B), Ok(9));
     }
 
+    /// A consumer declared dead while copying (its READING claim cleared by someone
+    /// who found its process gone) must not hand out its copy, which a producer may
+    /// be overwriting: the release CAS fails, the copy is dropped, and it goes on to
+    /// the next message.
+    #[test]
+    fn fenced_reader_drops_its_copy() {
+        let h = HeapRing::new(4);
+        let r = h.ring();
+        push(&r, A, 1).unwrap();
+        push(&r, A, 2).unwrap();
+        let word = r.word(0);
+        let mut copies = Vec::new();
+        let got = r.try_recv(B, false, |p| {
+            // SAFETY: the claimed slot's payload is 8 bytes, 8-aligned, published.
+            let v = unsafe { p.cast::<u64>().read() };
+            if copies.is_empty() {
+                // While we copy message 1, someone clears our claim as dead's and
+                // frees the slot for the next lap.
+                let cur = decode(word.load(Ordering::SeqCst));
+                assert_eq!((cur.state, cur.who), (READING, B));
+                word.store(encode(FREE, cur.lap + 1, NOBODY), Ordering::SeqCst);
+            }
+            copies.push(v);
+            v
+        });
+        assert_eq!(copies, vec![1, 2]);
+        assert_eq!(got, Ok(2), "the fenced copy of message 1 was handed out");
+        // Message 1 is gone with the dead consumer; the ring flows on.
+        assert!(pop(&r, A).is_err());
+        push(&r, A, 3).unwrap();
+        assert_eq!(pop(&r, A), Ok(3));
+    }
+
     #[test]
     fn garbage_words_stay_in_bounds() {
         let h = HeapRing::new(4);

@@ -213,6 +213,16 @@ mod tests {
     }
 
     #[test]
+    fn default_is_new_and_capacity_reads_back() {
+        let d = Options::default();
+        assert_eq!(d.get_capacity(), None);
+        assert_eq!(d.mode, CreateMode::Open);
+        assert_eq!((d.permissions, d.keep), (0o600, false));
+        assert_eq!(d.liveness_interval, Options::new().liveness_interval);
+        assert_eq!(Options::default().capacity(64).get_capacity(), Some(64));
+    }
+
+    #[test]
     fn ordinary_durations_are_kept() {
         let o = Options::new()
             .liveness_interval(Duration::from_millis(7))

@@ -458,6 +458,51 @@ mod tests {
         assert!(claim(&f, &e, 0, Role::Sender, &g).is_ok());
     }
 
+    /// The generation counter wraps; a claim never gets generation 0, which would
+    /// make its held entry read as vacated (its holder taken for gone).
+    #[test]
+    fn claims_skip_generation_zero_when_the_counter_wraps() {
+        let f = file();
+        let e = entry();
+        let g = AtomicU32::new(u32::MAX);
+        let c = claim(&f, &e, 3, Role::Receiver, &g).unwrap();
+        assert_eq!(c.generation, 1);
+        assert_eq!(
+            decode(e.state.load(Ordering::SeqCst)),
+            EntryState::Held(Holder {
+                role: Role::Receiver as u32,
+                generation: 1
+            })
+        );
+        assert!(matches!(
+            check(&f, &e, 3, true, |_| {}),
+            EntryState::Held(_)
+        ));
+        release(&f, &e, c, |_| {});
+    }
+
+    /// An index without a lock byte (past 255; only a garbage table could name one)
+    /// holds no live peer, and cannot be claimed.
+    #[test]
+    fn an_index_without_a_lock_is_never_alive() {
+        let f = file();
+        let e = entry();
+        let held = encode(Role::Sender, 9);
+        assert!(!holder_alive(&f, 256, held));
+        assert!(!holder_alive(&f, 255 + 45, held));
+        // Nor does a state that names no holder, whatever its lock says.
+        assert_eq!(f.try_hold(2).unwrap(), Hold::Taken);
+        assert!(!holder_alive(&f, 2, VACATED));
+        assert!(!holder_alive(&f, 2, 0));
+        assert!(holder_alive(&f, 2, held));
+        f.unhold(2);
+        assert!(matches!(
+            claim(&f, &e, 256, Role::Sender, &AtomicU32::new(0)),
+            Err(ClaimError::Taken { pid: 0 })
+        ));
+        assert_eq!(e.state.load(Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn unlocked_holder_is_dead_and_reaped_once_with_its_sleeps() {
         // A state that names a holder whose lock nobody holds: its process is gone.

@@ -403,7 +403,124 @@ pub(crate) fn temp_fd() -> (OwnedFd, u64, u64) {
 mod tests {
     use super::*;
 
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    /// A `SegFile` whose lock requests fail (its descriptor is read-only: write
+    /// locks need write access).
+    fn read_only_file() -> SegFile {
+        use rustix::fs::{Mode, OFlags};
+        let (fd, dev, ino) = temp_fd();
+        let by_proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let ro = rustix::fs::open(
+            by_proc.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        SegFile {
+            fd: ro.into_raw_fd(),
+            dev,
+            ino,
+            fork_gen: generation(),
+            held: Default::default(),
+        }
+    }
+
+    /// A lock request the kernel refuses is an error, not a claim: the local bit set
+    /// in anticipation is taken back, so this process does not go on believing it
+    /// holds the lock, and a claim of a peer entry reports the error.
+    #[test]
+    fn a_refused_lock_request_leaves_no_local_claim() {
+        use crate::layout::PeerEntry;
+        use std::sync::atomic::AtomicU32;
+        let f = read_only_file();
+        let e = f.try_hold(7).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+        assert!(!f.is_held(7));
+        let entries: Vec<PeerEntry> = (0..2)
+            .map(|_| PeerEntry {
+                state: AtomicU64::new(0),
+                stamp: AtomicU64::new(0),
+            })
+            .collect();
+        let r =
+            crate::peers::claim_any(&f, &entries, crate::peers::Role::Sender, &AtomicU32::new(0));
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert!(entries.iter().all(|e| e.state.load(Ordering::SeqCst) == 0));
+        assert!(!f.is_held(0) && !f.is_held(1));
+    }
+
+    /// The lock description must be of the object that was opened: a name replaced in
+    /// between (only possible when reopening by name) is refused.
+    #[test]
+    fn reopen_refuses_another_object() {
+        let (fd, dev, ino) = temp_fd();
+        let same = reopen(&fd, "/unused", dev, ino).unwrap();
+        assert_ne!(same.as_raw_fd(), fd.as_raw_fd());
+        for (d, i) in [(dev, ino + 1), (dev + 1, ino)] {
+            let e = reopen(&fd, "/unused", d, i).unwrap_err();
+            assert!(e.to_string().contains("replaced"), "{e}");
+        }
+    }
+
+    /// In a forked child the parent's `SegFile` is inert (its descriptor was closed by
+    /// the atfork handler): it claims nothing, releases nothing of the parent's, and
+    /// takes every holder for alive. A new attach in the child gets a description of
+    /// its own, which sees the parent's lock as held elsewhere; the parent keeps it.
+    #[test]
+    fn a_forked_child_neither_uses_nor_releases_the_parents_locks() {
+        let (fd, dev, ino) = temp_fd();
+        let f = SegFile::adopt(&fd, "/unused", dev, ino).unwrap();
+        assert_eq!(f.try_hold(5).unwrap(), Hold::Taken);
+        // SAFETY: the child only runs the checks below (our own code, malloc, fcntl)
+        // and leaves with exit(3), which runs the C exit handlers only (the coverage
+        // runtime writes the child's counters there); nothing else of the parent's
+        // threads is needed.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            let check = || -> i32 {
+                let mut fails = 0;
+                if f.is_current() || generation() == f.fork_gen {
+                    fails |= 1;
+                }
+                if f.try_hold(6).is_ok() {
+                    fails |= 2;
+                }
+                if !f.is_held(9) {
+                    fails |= 4;
+                }
+                f.unhold(5);
+                // A fresh attach of the same object in the child.
+                match SegFile::adopt(&fd, "/unused", dev, ino) {
+                    Ok(g) if !Arc::ptr_eq(&g, &f) => {
+                        if g.try_hold(5).ok() != Some(Hold::HeldElsewhere) {
+                            fails |= 8;
+                        }
+                        if !g.is_held(5) {
+                            fails |= 16;
+                        }
+                    }
+                    _ => fails |= 32,
+                }
+                fails
+            };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or(99);
+            // SAFETY: ends the forked child; see above.
+            unsafe { libc::exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "checks failed in the child");
+        // The child's unhold did not release the parent's lock.
+        assert!(f.is_current());
+        let other = reopen(&fd, "/unused", dev, ino).unwrap();
+        assert!(crate::ofd::locked_by_other(other.as_fd(), lock_byte(5)).unwrap());
+        f.unhold(5);
+        assert!(!crate::ofd::locked_by_other(other.as_fd(), lock_byte(5)).unwrap());
+    }
 
     #[test]
     fn one_description_per_object_and_local_holds() {

@@ -6,6 +6,7 @@
 //! catch.
 
 use crate::error::OpenError;
+use crate::fault::{self, Point};
 use crate::process::{Hold, INIT_LOCK, SegFile};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::Mode;
@@ -90,10 +91,14 @@ pub(crate) fn stat(fd: impl AsFd) -> Result<ObjectInfo, OpenError> {
 fn reserve(fd: impl AsFd, len: u64, name: &str) -> Result<(), OpenError> {
     use rustix::fs::{FallocateFlags, fallocate};
     use rustix::io::Errno;
+    let once = || {
+        fault::hit(Point::Fallocate)?;
+        fallocate(&fd, FallocateFlags::empty(), 0, len)
+    };
     // tmpfs gives up a long allocation when a signal arrives (EINTR): try again.
-    let mut r = fallocate(&fd, FallocateFlags::empty(), 0, len);
+    let mut r = once();
     while r == Err(Errno::INTR) {
-        r = fallocate(&fd, FallocateFlags::empty(), 0, len);
+        r = once();
     }
     match r {
         Ok(()) => Ok(()),
@@ -110,6 +115,7 @@ fn map(fd: &OwnedFd, len: usize) -> Result<MmapRaw, OpenError> {
     // MAP_POPULATE: the page tables are filled now, so no send or receive takes a page
     // fault on its first lap (measured: 3 faults inside a timed round-trip loop before,
     // none after). Mapping a large segment costs that time once, up front.
+    fault::hit(Point::Mmap).map_err(|e| OpenError::Io(e.into()))?;
     Ok(MmapOptions::new()
         .len(len)
         .populate()
@@ -148,9 +154,12 @@ impl Segment {
             _ => return Err(undo(OpenError::Corrupt("new object already locked"))),
         }
         // shm_open applies the umask; set the mode we were asked for exactly.
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+        fault::hit(Point::Fchmod)
+            .and_then(|()| rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)))
             .map_err(|e| undo(OpenError::Io(e.into())))?;
-        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| undo(OpenError::Io(e.into())))?;
+        fault::hit(Point::Ftruncate)
+            .and_then(|()| rustix::fs::ftruncate(&fd, len as u64))
+            .map_err(|e| undo(OpenError::Io(e.into())))?;
         reserve(&fd, len as u64, name).map_err(undo)?;
         // The mapping keeps the object alive; `fd` is closed when this returns.
         let map = map(&fd, len).map_err(undo)?;
@@ -251,6 +260,84 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::io::Errno;
+
+    const LEN: usize = 8192;
+
+    fn path_of(tag: &str) -> (String, String) {
+        let name = format!("shmchan-test-seg-{tag}-{}", std::process::id());
+        (format!("/{name}"), name)
+    }
+
+    fn exists(path: &str) -> bool {
+        shm::open(path, shm::OFlags::RDONLY, Mode::empty()).is_ok()
+    }
+
+    /// Each failing step of `create` after the object exists gives its error and
+    /// removes the name again (nothing is left in /dev/shm for a later create to trip
+    /// over).
+    #[test]
+    fn create_removes_the_name_when_a_later_step_fails() {
+        let cases = [
+            ("fchmod", Point::Fchmod, Errno::PERM),
+            ("ftruncate", Point::Ftruncate, Errno::FBIG),
+            ("fallocate-eio", Point::Fallocate, Errno::IO),
+            ("fallocate-nospc", Point::Fallocate, Errno::NOSPC),
+            ("mmap", Point::Mmap, Errno::NOMEM),
+        ];
+        for (tag, point, errno) in cases {
+            let (path, name) = path_of(tag);
+            let armed = fault::arm(point, &[errno]);
+            let r = Segment::create(&path, &name, LEN, 0o600);
+            assert_eq!(armed.used(), 1, "{tag}: the fault point was not reached");
+            drop(armed);
+            match (errno, r) {
+                (Errno::NOSPC, Err(OpenError::NoSpace { name: n, needed })) => {
+                    assert_eq!((n.as_str(), needed), (name.as_str(), LEN as u64), "{tag}");
+                }
+                (Errno::NOSPC, other) => panic!("{tag}: {other:?}"),
+                (_, Err(OpenError::Io(e))) => {
+                    assert_eq!(e.raw_os_error(), Some(errno.raw_os_error()), "{tag}");
+                }
+                (_, other) => panic!("{tag}: {other:?}"),
+            }
+            assert!(!exists(&path), "{tag}: the failed create left {path}");
+            // The name is free again.
+            let seg = Segment::create(&path, &name, LEN, 0o600).expect(tag);
+            drop(seg);
+            assert!(!exists(&path), "{tag}: the creator's drop left {path}");
+        }
+    }
+
+    /// tmpfs gives up a long `fallocate` when a signal arrives: it is retried for as
+    /// long as it says EINTR, and its real answer counts. A file system without
+    /// `fallocate` leaves the pages to be allocated on first touch.
+    #[test]
+    fn fallocate_is_retried_after_eintr_and_skipped_where_unsupported() {
+        let (path, name) = path_of("eintr");
+        let armed = fault::arm(Point::Fallocate, &[Errno::INTR, Errno::INTR, Errno::INTR]);
+        let seg = Segment::create(&path, &name, LEN, 0o600).expect("create after EINTR");
+        assert_eq!(armed.used(), 3);
+        drop((seg, armed));
+
+        let armed = fault::arm(Point::Fallocate, &[Errno::INTR, Errno::INTR, Errno::NOSPC]);
+        let r = Segment::create(&path, &name, LEN, 0o600);
+        assert!(matches!(r, Err(OpenError::NoSpace { .. })), "{r:?}");
+        assert_eq!(armed.used(), 3);
+        assert!(!exists(&path));
+        drop(armed);
+
+        for errno in [Errno::OPNOTSUPP, Errno::NOSYS] {
+            let armed = fault::arm(Point::Fallocate, &[errno]);
+            let seg = Segment::create(&path, &name, LEN, 0o600).expect("create without fallocate");
+            assert_eq!(armed.used(), 1);
+            // Sized and usable all the same.
+            let fd = Segment::open_fd(&path, &name).expect("open");
+            assert_eq!(stat(&fd).expect("stat").size, LEN as u64, "{errno:?}");
+            drop((seg, armed));
+        }
+        assert!(!exists(&path));
+    }
 
     #[test]
     fn names_are_checked() {

@@ -85,6 +85,8 @@ impl Shared {
                         Err(OpenError::AlreadyExists(_)) => {}
                         other => return other,
                     }
+                    #[cfg(test)]
+                    tests::after_create_refused(&path);
                     match Self::open(&path, name, opts, want) {
                         Err(OpenError::NotFound(_)) => continue,
                         other => return other,
@@ -397,11 +399,122 @@ fn check_wanted(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::fault::{Point, arm};
+    use crate::layout::KIND_TYPED;
+    use rustix::io::Errno;
+
+    fn want() -> Wanted {
+        Wanted {
+            flavor: FLAVOR_SPSC,
+            kind: KIND_TYPED,
+            msg_size: 8,
+            msg_align: 8,
+            fingerprint: crate::layout::fnv1a(b"u64"),
+            type_name: "u64",
+        }
+    }
+
+    fn modes(s: &Shared) -> [u32; 2] {
+        let r = &s.header().ring;
+        [
+            r.not_empty.w.mode.load(Ordering::Relaxed),
+            r.not_full.w.mode.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// A process that cannot use membarrier (old kernel, seccomp) opens a channel made
+    /// by one that could: both wait words go back to fences, since wakers that skip
+    /// theirs would rely on a barrier this waiter cannot make. A creator that cannot
+    /// register starts in fence mode. Either way a sleeping receiver is woken.
+    #[test]
+    fn without_membarrier_everyone_fences() {
+        let name = format!("shmchan-test-nomb-{}", std::process::id());
+        let create = Options::new().capacity(4).mode(CreateMode::CreateExclusive);
+        let made = Shared::attach(&name, &create, &want()).expect("create");
+        let asym = crate::membarrier::register();
+        let start = if asym { ASYMMETRIC } else { FENCE };
+        assert_eq!(modes(&made), [start; 2]);
+        let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);
+        let opened = Shared::attach(&name, &Options::new(), &want()).expect("open");
+        assert_eq!(armed.used(), 1);
+        assert_eq!(modes(&made), [FENCE; 2]);
+        drop((opened, made, armed));
+
+        let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);
+        let made = Shared::attach(&name, &create, &want()).expect("create again");
+        assert_eq!(armed.used(), 1);
+        assert_eq!(modes(&made), [FENCE; 2]);
+        drop((made, armed));
+
+        // End to end: a receiver opened without membarrier sleeps and is woken.
+        let tx = crate::Sender::<u64>::with_options(&name, &create).expect("sender");
+        let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);
+        let rx = crate::Receiver::<u64>::with_options(
+            &name,
+            &Options::new().wait_strategy(crate::WaitStrategy::Block),
+        )
+        .expect("receiver");
+        assert_eq!(armed.used(), 1);
+        std::thread::scope(|s| {
+            let r = s.spawn(move || rx.recv_timeout(Duration::from_secs(60)));
+            let t = Instant::now();
+            while crate::inspect(&name).expect("inspect").sleeping_receivers == 0 {
+                assert!(t.elapsed() < Duration::from_secs(60), "never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            tx.send(7).expect("send");
+            assert_eq!(r.join().expect("receiver thread"), Ok(7));
+        });
+    }
+    thread_local! {
+        /// How many more times [`after_create_refused`] removes the name.
+        static VANISH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Test seam: open-or-create calls it between a create refused with
+    /// `AlreadyExists` and its open. Armed on this thread, it removes the name there,
+    /// as the channel's owner dropping it at that instant would.
+    pub(super) fn after_create_refused(path: &str) {
+        let n = VANISH.get();
+        if n > 0 {
+            VANISH.set(n - 1);
+            let _ = rustix::shm::unlink(path);
+        }
+    }
+
+    /// The open-or-create race: the name exists when we try to create, and is gone
+    /// when we open (its owner dropped it in between). We try again, create it
+    /// ourselves, and own the new channel; the old one's handles stay on the old.
+    #[test]
+    fn open_or_create_retries_when_the_name_vanishes_in_between() {
+        use crate::{Receiver, Sender, TryRecvError};
+        let name = format!("shmchan-test-ooc-vanish-{}", std::process::id());
+        let old = Sender::<u64>::create(&name, 4).expect("create");
+        VANISH.set(1);
+        let opts = Options::new().capacity(4).mode(CreateMode::OpenOrCreate);
+        let rx = Receiver::<u64>::with_options(&name, &opts).expect("open or create");
+        assert_eq!(VANISH.get(), 0, "the seam was not reached");
+        assert!(
+            rx.owns_name(),
+            "the second try should have created the channel"
+        );
+        old.try_send(1).expect("the old channel still works");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        let tx = Sender::<u64>::open(&name).expect("open the new channel");
+        tx.send(2).expect("send");
+        assert_eq!(rx.try_recv(), Ok(2));
+        drop((tx, rx));
+        // The old creator's drop does not remove the new channel's name; it is gone.
+        drop(old);
+        assert!(matches!(crate::inspect(&name), Err(OpenError::NotFound(_))));
+    }
+
     /// Regression (fuzz `ops`): open-or-create without a capacity opens an existing
     /// channel instead of failing for want of a capacity.
     #[test]
     fn open_or_create_without_capacity_opens() {
-        use crate::{CreateMode, OpenError, Options, Receiver, Sender};
+        use crate::{Receiver, Sender};
         let name = format!("shmchan-test-ooc-{}", std::process::id());
         let opts = Options::new().mode(CreateMode::OpenOrCreate);
         assert!(matches!(

@@ -476,6 +476,46 @@ mod tests {
         }
     }
 
+    /// A peer found gone by the liveness check while still polling ends the wait
+    /// there: a busy-spinning waiter never reaches the futex, so the spin phase must
+    /// run the check too, on time.
+    #[test]
+    fn the_slice_runs_while_spinning_and_may_end_the_wait() {
+        for strategy in [
+            WaitStrategy::BusySpin,
+            WaitStrategy::SpinThenPark {
+                spin: Duration::from_secs(3600),
+            },
+        ] {
+            let w = word();
+            let t = Instant::now();
+            let slice = Duration::from_millis(2);
+            let mut slices = 0;
+            // A deadline, so that a wait that ignores the check fails instead of hanging.
+            let deadline = t.checked_add(Duration::from_secs(30));
+            let r = block_on(
+                &w,
+                None,
+                strategy,
+                deadline,
+                slice,
+                |_| Attempt::Pending,
+                || {
+                    slices += 1;
+                    // The third check finds the peer gone.
+                    (slices == 3).then_some("gone")
+                },
+            );
+            assert_eq!(r, Ok("gone"), "{strategy:?}");
+            assert_eq!(slices, 3);
+            assert!(t.elapsed() >= 3 * slice, "{strategy:?}: slices came early");
+            assert!(t.elapsed() < PROMPTLY, "{strategy:?}");
+            // It never announced itself as a sleeper.
+            assert_eq!(w.sleepers.load(Ordering::Relaxed), 0);
+            assert_eq!(w.word.load(Ordering::Relaxed), 0);
+        }
+    }
+
     /// With neither a slice nor a deadline that can be represented, the waiter sleeps
     /// (on a timeout the kernel saturates, or none) until woken.
     #[test]

@@ -274,6 +274,46 @@ fn invalid_capacity_creates_nothing() {
         Err(OpenError::InvalidOption(_))
     ));
     assert!(!common::shm_exists(&name));
+    // A peer table of fewer than 2 or more than 192 entries.
+    for n in [0, 1, 193, u32::MAX] {
+        let opts = Options::new()
+            .capacity(4)
+            .mode(CreateMode::CreateExclusive)
+            .max_peers(n);
+        assert!(
+            matches!(
+                shmchan::mpmc::Sender::<u64>::with_options(&name, &opts),
+                Err(OpenError::InvalidOption(_))
+            ),
+            "max_peers {n}"
+        );
+        assert!(!common::shm_exists(&name), "max_peers {n} left an object");
+    }
+    drop(guard);
+    common::assert_shm_gone(&[&name]);
+}
+
+/// Purge-and-create cannot remove what is in the way (here a directory of that name
+/// in /dev/shm): the unlink's error, and nothing created or removed.
+#[test]
+fn purge_and_create_reports_what_it_cannot_remove() {
+    let (guard, name) = ShmGuard::fresh("att-purge-dir");
+    let dir = common::shm_path(&name);
+    std::fs::create_dir(&dir).expect("mkdir");
+    struct RmDir(std::path::PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _rm = RmDir(dir.clone());
+    let opts = Options::new().capacity(4).mode(CreateMode::PurgeAndCreate);
+    match Sender::<u64>::with_options(&name, &opts) {
+        Err(OpenError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(dir.is_dir(), "the directory was removed");
+    drop(_rm);
     drop(guard);
     common::assert_shm_gone(&[&name]);
 }

@@ -152,3 +152,27 @@ fn panic_in_recv_batch_take_at_the_first_message_releases_only_it() {
     expect_panic(|| rx.try_recv_batch_with(4, |_| panic!("take panics at once")));
     assert_eq!(drain(&rx), [2, 3]);
 }
+
+/// Batches of zero messages succeed at once with 0 and never call the closure, even
+/// on a full ring or an empty one.
+#[test]
+fn empty_batches_call_nothing() {
+    let (_guard, name) = ShmGuard::fresh("batch-zero");
+    let mut tx = Sender::<u64>::create(&name, 2).expect("create");
+    let mut rx = Receiver::<u64>::open(&name).expect("open");
+    let never = |_: usize| -> u64 { panic!("make called for an empty batch") };
+    assert_eq!(tx.try_send_batch_with(0, never), Ok(0));
+    assert_eq!(
+        rx.try_recv_batch_with(0, |_| panic!("take called for an empty batch")),
+        Ok(0)
+    );
+    tx.send(1).expect("send");
+    tx.send(2).expect("send");
+    // Full: still 0, nothing lost.
+    assert_eq!(tx.try_send_batch_with(0, never), Ok(0));
+    assert_eq!(
+        rx.try_recv_batch_with(0, |_| panic!("take called for an empty batch")),
+        Ok(0)
+    );
+    assert_eq!(drain(&rx), [1, 2]);
+}

@@ -342,3 +342,97 @@ fn inspect_of_a_half_initialised_header_is_not_bad_magic() {
     drop(guard);
     common::assert_shm_gone(&[&name]);
 }
+
+/// Every handle and guard prints what it is and where it stands in `{:?}` (role,
+/// capacity, position, length), without needing `T: Debug`.
+#[test]
+fn handles_and_guards_describe_themselves() {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    #[repr(C)]
+    struct NoDebug(u64);
+
+    let (_g1, name) = ShmGuard::fresh("life-debug");
+    let mut tx = Sender::<NoDebug>::create(&name, 4).expect("create");
+    let mut rx = Receiver::<NoDebug>::open(&name).expect("open");
+    let s = format!("{tx:?}");
+    assert!(s.starts_with("Sender") && s.contains("capacity: 4"), "{s}");
+    assert!(
+        s.contains("owns_name: true") && s.contains("tail: 0"),
+        "{s}"
+    );
+    {
+        // Dropped unsent at the end of the block.
+        let slot = tx.try_loan().expect("loan");
+        assert_eq!(format!("{slot:?}"), "SendSlot { pos: 0 }");
+    }
+    tx.send(NoDebug(1)).expect("send");
+    let s = format!("{rx:?}");
+    assert!(s.starts_with("Receiver") && s.contains("Receiver"), "{s}");
+    assert!(s.contains("owns_name: false"), "{s}");
+    let r = rx.try_recv_ref().expect("recv_ref");
+    assert_eq!(format!("{r:?}"), "RecvRef { pos: 0 }");
+    assert_eq!(r.0, 1);
+    drop(r);
+    // (Dropping the reference consumed message 1.) `&Receiver` iterates, blocking,
+    // until the sender is gone.
+    tx.send(NoDebug(2)).expect("send");
+    drop(tx);
+    let got: Vec<u64> = (&rx).into_iter().map(|m| m.0).collect();
+    assert_eq!(got, [2]);
+
+    let (_g2, name) = ShmGuard::fresh("life-debug-bytes");
+    let mut btx = shmchan::ByteSender::create(&name, 2, 16).expect("create bytes");
+    let mut brx = shmchan::ByteReceiver::open(&name).expect("open bytes");
+    let s = format!("{btx:?}");
+    assert!(
+        s.starts_with("ByteSender") && s.contains("max_len: 16"),
+        "{s}"
+    );
+    assert!(format!("{brx:?}").starts_with("ByteReceiver"), "{brx:?}");
+    let mut slot = btx.try_loan(3).expect("loan");
+    slot.copy_from_slice(b"abc");
+    assert_eq!(format!("{slot:?}"), "ByteSlot { len: 3 }");
+    slot.commit();
+    let r = brx.try_recv_ref().expect("recv_ref");
+    assert_eq!(format!("{r:?}"), "ByteRef { len: 3 }");
+    assert_eq!(&*r, b"abc");
+    drop(r);
+
+    let (_g3, name) = ShmGuard::fresh("life-debug-mpmc");
+    let mtx = shmchan::mpmc::Sender::<NoDebug>::create(&name, 2).expect("create mpmc");
+    let mrx = shmchan::mpmc::Receiver::<NoDebug>::open(&name).expect("open mpmc");
+    let s = format!("{mtx:?}");
+    assert!(
+        s.starts_with("mpmc::Sender") && s.contains("role: Sender"),
+        "{s}"
+    );
+    assert!(s.contains("capacity: 2"), "{s}");
+    let s = format!("{mrx:?}");
+    assert!(
+        s.starts_with("mpmc::Receiver") && s.contains("role: Receiver"),
+        "{s}"
+    );
+    mtx.send(NoDebug(3)).expect("send");
+    drop(mtx);
+    let got: Vec<u64> = (&mrx).into_iter().map(|m| m.0).collect();
+    assert_eq!(got, [3]);
+    // An MPMC receiver can also create the channel.
+    let (_g4, name) = ShmGuard::fresh("life-debug-mpmc-rx");
+    let mrx = shmchan::mpmc::Receiver::<NoDebug>::create(&name, 2).expect("create as receiver");
+    assert!(mrx.owns_name());
+}
+
+/// A creator's drop after its name was removed (`shmchan rm`) finds nothing to remove
+/// and leaves the name free.
+#[test]
+fn creator_drop_after_the_name_was_removed() {
+    let (guard, name) = ShmGuard::fresh("life-rm-drop");
+    let tx = Sender::<u64>::create(&name, 4).expect("create");
+    shmchan::remove(&name).expect("remove");
+    drop(tx);
+    assert!(!common::shm_exists(&name));
+    let again = Sender::<u64>::create(&name, 4).expect("the name is free");
+    drop(again);
+    drop(guard);
+    common::assert_shm_gone(&[&name]);
+}

@@ -200,17 +200,19 @@ fn proc_state(pid: u32) -> Option<char> {
     rest.split_ascii_whitespace().next()?.chars().next()
 }
 
-/// Forks; in the child runs `f` and leaves with `_exit(f())`. Returns the child's pid.
+/// Forks; in the child runs `f` and leaves with `exit(f())`. Returns the child's pid.
 fn fork_run(f: impl FnOnce() -> i32) -> libc::pid_t {
     // SAFETY: fork in a process whose other threads (the test harness's) hold no lock
     // we need in the child: the child only runs `f` (our handles, which allocate; glibc
-    // keeps malloc usable across fork) and then _exit.
+    // keeps malloc usable across fork) and then exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(99);
-        // SAFETY: ends the forked child without running the parent's exit handlers.
-        unsafe { libc::_exit(code) };
+        // SAFETY: ends the forked child through the C library's exit, which runs the C
+        // exit handlers (the coverage runtime writes the child's counters there) but
+        // none of Rust's clean-up of the parent's state.
+        unsafe { libc::exit(code) };
     }
     pid
 }
@@ -233,38 +235,42 @@ fn handles_inherited_through_fork_are_inert() {
             Some(Sender::<u64>::with_options(&name2, &create_opts(2)).expect("create own"));
         let mut rx_own = Some(Receiver::<u64>::with_options(&name2, &opts()).expect("open own"));
         let name3 = format!("{}-mpmc", env.name);
-        let mtx = shmchan::mpmc::Sender::<u64>::with_options(&name3, &create_opts(4))
-            .expect("create mpmc");
-        let mrx = shmchan::mpmc::Receiver::<u64>::with_options(&name3, &opts()).expect("mpmc");
-        let pid = fork_run(|| {
-            // MPMC clones (shared attachments) are inert as well.
-            let (mtx, mrx) = (mtx.clone(), mrx.clone());
-            let mut fails = 0;
-            if !matches!(mtx.try_send(3), Err(TrySendError::Disconnected(3))) {
-                fails |= 16;
-            }
-            if mrx.try_recv() != Err(shmchan::TryRecvError::Disconnected) || !mrx.is_disconnected()
-            {
-                fails |= 32;
-            }
-            drop((mtx, mrx));
-            fails
-        });
-        assert_eq!(wait_pid(pid), 0, "MPMC checks failed in the forked child");
-        mtx.send(4).expect("mpmc send after the fork");
-        assert_eq!(mrx.recv(), Ok(4));
-        assert!(
-            common::shm_exists(&name3),
-            "the forked child removed the MPMC name"
-        );
+        let mut mpmc = Some((
+            shmchan::mpmc::Sender::<u64>::with_options(&name3, &create_opts(2))
+                .expect("create mpmc"),
+            shmchan::mpmc::Receiver::<u64>::with_options(&name3, &opts()).expect("open mpmc"),
+        ));
         let pid = fork_run(|| {
             // In the forked child every inherited handle is disconnected, and dropping
             // it leaves the entry, the lock and the name to the parent.
             let (tx, own, rx_own) = (tx.take(), own.take(), rx_own.take());
-            let (Some(tx), Some(own), Some(rx_own)) = (tx, own, rx_own) else {
+            let (Some(tx), Some(own), Some(rx_own), Some((mtx, mrx))) =
+                (tx, own, rx_own, mpmc.take())
+            else {
                 return 98;
             };
             let mut fails = 0;
+            if !matches!(mtx.try_send(3), Err(TrySendError::Disconnected(3))) {
+                fails |= 16;
+            }
+            if mrx.try_recv() != Err(shmchan::TryRecvError::Disconnected) {
+                fails |= 32;
+            }
+            if mrx.recv_timeout(Duration::from_secs(5)) != Err(RecvTimeoutError::Disconnected) {
+                fails |= 64;
+            }
+            drop((mtx, mrx));
+            // Attaching anew works in the child (the pre-fork-worker pattern, here
+            // after the fork): a lock description and a membarrier registration of
+            // its own.
+            match shmchan::mpmc::Receiver::<u64>::with_options(&name3, &opts()) {
+                Ok(r) => {
+                    if r.try_recv() != Err(shmchan::TryRecvError::Empty) || r.is_disconnected() {
+                        fails |= 128;
+                    }
+                }
+                Err(_) => fails |= 256,
+            }
             if !matches!(tx.try_send(99), Err(TrySendError::Disconnected(99))) {
                 fails |= 1;
             }
@@ -288,12 +294,19 @@ fn handles_inherited_through_fork_are_inert() {
             common::shm_exists(&name2),
             "the forked child removed the name"
         );
+        assert!(
+            common::shm_exists(&name3),
+            "the forked child removed the MPMC name"
+        );
         // Our handles still work here.
-        let (Some(tx), Some(own), Some(rx_own)) = (tx, own, rx_own) else {
+        let (Some(tx), Some(own), Some(rx_own), Some((mtx, mrx))) = (tx, own, rx_own, mpmc) else {
             panic!("handles gone in the parent");
         };
         own.send(5).expect("send own");
         assert_eq!(rx_own.recv(), Ok(5));
+        mtx.send(6).expect("send mpmc");
+        assert_eq!(mrx.recv(), Ok(6));
+        drop((mtx, mrx));
         for i in 0..N {
             tx.send(i).expect("send");
             std::thread::sleep(GAP);
