@@ -112,14 +112,25 @@ fn reserve(fd: impl AsFd, len: u64, name: &str) -> Result<(), OpenError> {
 }
 
 fn map(fd: &OwnedFd, len: usize) -> Result<MmapRaw, OpenError> {
-    // MAP_POPULATE: the page tables are filled now, so no send or receive takes a page
-    // fault on its first lap (measured: 3 faults inside a timed round-trip loop before,
-    // none after). Mapping a large segment costs that time once, up front.
+    map_as(fd, len, true)
+}
+
+/// Maps `len` bytes of `fd`, populated or lazily.
+///
+/// MAP_POPULATE: the page tables are filled now, so no send or receive takes a page
+/// fault on its first lap (measured: 3 faults inside a timed round-trip loop before,
+/// none after). Mapping a large segment costs that time once, up front. It also
+/// allocates every page of a sparse object, so an object is mapped populated only
+/// once its header has been validated (a garbage object of 64 GiB would otherwise cost
+/// 64 GiB of memory before it is found to be garbage).
+fn map_as(fd: &OwnedFd, len: usize, populate: bool) -> Result<MmapRaw, OpenError> {
     fault::hit(Point::Mmap).map_err(|e| OpenError::Io(e.into()))?;
-    Ok(MmapOptions::new()
-        .len(len)
-        .populate()
-        .map_raw(fd.as_raw_fd())?)
+    let mut o = MmapOptions::new();
+    o.len(len);
+    if populate {
+        o.populate();
+    }
+    Ok(o.map_raw(fd.as_raw_fd())?)
 }
 
 /// `shm_open`, raising the soft descriptor limit once if it is reached.
@@ -193,13 +204,23 @@ impl Segment {
         shm_open(path, shm::OFlags::RDONLY, Mode::empty(), name)
     }
 
-    /// Maps `len` bytes of an opened object; `len` must not exceed its `fstat` size.
-    pub fn map_file(fd: OwnedFd, file: Arc<SegFile>, len: usize) -> Result<Segment, OpenError> {
+    /// Maps `len` bytes of an opened object lazily (no page is touched or allocated);
+    /// `len` must not exceed its `fstat` size. Call [`populate`](Self::populate) once
+    /// the header is validated.
+    pub fn map_file(fd: &OwnedFd, file: Arc<SegFile>, len: usize) -> Result<Segment, OpenError> {
         Ok(Segment {
-            map: map(&fd, len)?,
+            map: map_as(fd, len, false)?,
             file,
             unlink_on_drop: None,
         })
+    }
+
+    /// Maps the object again, populated, in place of the lazy mapping (pointers into
+    /// the old mapping become invalid).
+    pub fn populate(&mut self, fd: &OwnedFd) -> Result<(), OpenError> {
+        let len = self.map.len();
+        self.map = map_as(fd, len, true)?;
+        Ok(())
     }
 
     /// Maps `len` bytes of an object opened read-only.

@@ -208,7 +208,8 @@ impl Shared {
         if size > MAX_TOTAL {
             return Err(OpenError::Corrupt("object larger than any shmchan segment"));
         }
-        let seg = Segment::map_file(fd, file, size as usize)?;
+        // Lazily: a garbage object may be large and sparse (see `Segment::populate`).
+        let mut seg = Segment::map_file(&fd, file, size as usize)?;
         let hdr = seg.as_ptr() as *const Header;
         // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; only the
         // atomic field is referenced (the creator may still be writing the others).
@@ -264,6 +265,9 @@ impl Shared {
             ring.not_empty.w.mode.store(FENCE, Ordering::Relaxed);
             ring.not_full.w.mode.store(FENCE, Ordering::Relaxed);
         }
+        // A valid channel of exactly the size its geometry says: now fill the page
+        // tables (`hdr` points into the lazy mapping and is not used again).
+        seg.populate(&fd)?;
         Ok(Shared {
             seg,
             geo,

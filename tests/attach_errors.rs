@@ -794,3 +794,35 @@ fn racing_senders_exactly_one_wins_also_over_a_dead_holder() {
         common::assert_shm_gone(&[&name]);
     }
 }
+
+/// Regression (fuzz `attach`, out of memory): an opener mapped the whole object with
+/// MAP_POPULATE before looking at its header, so a sparse garbage object of 1 GiB
+/// cost 1 GiB of memory before it was found to be garbage.
+#[test]
+fn large_sparse_garbage_object_is_refused_without_allocating_it() {
+    use std::os::unix::fs::MetadataExt;
+    let (guard, name) = ShmGuard::fresh("att-sparse");
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(common::shm_path(&name))
+            .expect("create");
+        std::io::Write::write_all(&mut &f, b"NOTSHMCH").expect("write");
+        f.set_len(1 << 30).expect("size (sparse)");
+    }
+    match shmchan::Receiver::<u64>::open(&name) {
+        Err(OpenError::BadMagic) => {}
+        other => panic!("{other:?}"),
+    }
+    let allocated = std::fs::metadata(common::shm_path(&name))
+        .expect("stat")
+        .blocks()
+        * 512;
+    assert!(
+        allocated < 1 << 20,
+        "opening a garbage object allocated {allocated} bytes of it"
+    );
+    shmchan::remove(&name).expect("remove");
+    drop(guard);
+}
