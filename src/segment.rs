@@ -217,8 +217,18 @@ impl Segment {
 
     /// Maps the object again, populated, in place of the lazy mapping (pointers into
     /// the old mapping become invalid).
+    ///
+    /// A sparse object (fewer bytes allocated than its size: not made by a creator,
+    /// which reserves every page, but copied or written by someone else) stays mapped
+    /// lazily: populating it would allocate all of it, up to 64 GiB, on the word of
+    /// whoever wrote its header.
     pub fn populate(&mut self, fd: &OwnedFd) -> Result<(), OpenError> {
         let len = self.map.len();
+        let st = rustix::fs::fstat(fd).map_err(|e| OpenError::Io(e.into()))?;
+        let allocated = (st.st_blocks.max(0) as u64).saturating_mul(512);
+        if allocated < len as u64 {
+            return Ok(());
+        }
         self.map = map_as(fd, len, true)?;
         Ok(())
     }

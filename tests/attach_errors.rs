@@ -826,3 +826,53 @@ fn large_sparse_garbage_object_is_refused_without_allocating_it() {
     shmchan::remove(&name).expect("remove");
     drop(guard);
 }
+
+/// A valid header on a sparse object (a sparse copy of a channel, or one written by
+/// another process) is opened without allocating the whole object: populating the
+/// mapping would allocate every page on the word of whoever wrote the header.
+#[test]
+fn sparse_copy_of_a_valid_channel_opens_without_allocating_it() {
+    use std::os::unix::fs::MetadataExt;
+    let (mut guard, name) = ShmGuard::fresh("att-sparse-valid");
+    let copy = format!("{name}-copy");
+    guard.add(&copy);
+    let tx = Sender::<[u8; 4096]>::with_options(
+        &name,
+        &Options::new()
+            .capacity(4096)
+            .mode(CreateMode::CreateExclusive),
+    )
+    .expect("create");
+    let size = std::fs::metadata(common::shm_path(&name))
+        .expect("stat")
+        .len();
+    let header = {
+        let f = std::fs::File::open(common::shm_path(&name)).expect("open");
+        let mut h = vec![0u8; 4096];
+        f.read_exact_at(&mut h, 0).expect("read header");
+        h
+    };
+    drop(tx);
+    {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(common::shm_path(&copy))
+            .expect("create copy");
+        f.write_all_at(&header, 0).expect("write header");
+        f.set_len(size).expect("size (sparse)");
+    }
+    let rx = Receiver::<[u8; 4096]>::open(&copy).expect("open the sparse copy");
+    assert_eq!(rx.try_recv(), Err(shmchan::TryRecvError::Empty));
+    let allocated = std::fs::metadata(common::shm_path(&copy))
+        .expect("stat")
+        .blocks()
+        * 512;
+    assert!(
+        allocated < 1 << 20,
+        "opening a sparse copy of {size} bytes allocated {allocated}"
+    );
+    drop(rx);
+    let _ = shmchan::remove(&copy);
+    drop(guard);
+}
