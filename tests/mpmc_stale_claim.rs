@@ -247,7 +247,6 @@ fn only_child(pid: u32) -> Option<u32> {
 /// claimants: the claim must stay. The pid-based table took that consumer for dead and
 /// handed its message to the next consumer while the stopped one still held it.
 #[test]
-#[ignore = "flaky in full-suite runs (the namespaced consumer sometimes vanishes; cause not yet found): run with --ignored"]
 fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
     common::run_as_child(|c: &ChildEnv| {
         let rx = Receiver::<Msg>::with_options(&c.name, &opts()).expect("open receiver");
