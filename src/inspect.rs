@@ -6,8 +6,8 @@ use crate::layout::{
     MAX_PEERS,
 };
 use crate::peers::{self, EntryState};
-use crate::segment::{self, Segment};
 use crate::sync::Ordering;
+use crate::sys::segment::{self, Segment};
 use std::os::fd::AsFd;
 use std::time::{Duration, SystemTime};
 
@@ -116,7 +116,8 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     // A lock test through our own (new) open file description sees every holder's
     // lock, this process's included.
     let locked = |index: u8| {
-        crate::ofd::locked_by_other(fd.as_fd(), crate::process::lock_byte(index)).unwrap_or(true)
+        crate::sys::ofd::locked_by_other(fd.as_fd(), crate::sys::process::lock_byte(index))
+            .unwrap_or(true)
     };
     let hdr = map.as_ptr() as *const Header;
     // SAFETY: the mapping is HEADER_SIZE bytes, page aligned, and lives until the end
@@ -137,7 +138,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     if init == INIT_CREATING && (snap.magic == MAGIC || snap.magic == [0; 8]) {
         let pid = snap.creator_pid;
         return Err(
-            if !locked(crate::process::INIT_LOCK) && snap.magic == MAGIC {
+            if !locked(crate::sys::process::INIT_LOCK) && snap.magic == MAGIC {
                 OpenError::CreatorDied { pid }
             } else {
                 OpenError::InitTimeout
@@ -162,8 +163,9 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
         // slots after it. SAFETY: the mapping covers the whole object, whose size is
         // the geometry's (checked above): capacity * slot_size bytes of 4-aligned slots
         // after the header. The ring only loads from them.
-        let ring =
-            unsafe { crate::spsc::Ring::new(ring, map.as_ptr().add(HEADER_SIZE).cast_mut(), &geo) };
+        let ring = unsafe {
+            crate::spsc::ring::Ring::new(ring, map.as_ptr().add(HEADER_SIZE).cast_mut(), &geo)
+        };
         ring.positions()
     } else {
         (
@@ -305,8 +307,8 @@ mod tests {
             .write(true)
             .open(format!("/dev/shm/{name}"))
             .unwrap();
-        let lock = crate::process::lock_byte(crate::process::INIT_LOCK);
-        assert!(crate::ofd::try_lock(creator.as_fd(), lock).unwrap());
+        let lock = crate::sys::process::lock_byte(crate::sys::process::INIT_LOCK);
+        assert!(crate::sys::ofd::try_lock(creator.as_fd(), lock).unwrap());
         assert!(matches!(inspect(&name), Err(OpenError::InitTimeout)));
         drop(creator);
 

@@ -50,45 +50,30 @@
 
 // Under `cfg(loom)` only the parts that run over heap memory are built: the rings, the
 // wait protocol and the futex model.
-#[cfg(not(loom))]
-mod bytes;
-#[cfg(not(loom))]
-mod channel;
-#[cfg(not(loom))]
-mod endpoint;
+//
+// One folder per flavor (its ring and its handles side by side); below the flavors,
+// what every handle shares (the segment header, the peer table, waiting, options,
+// errors); `sys` holds the OS calls.
 mod error;
 #[cfg(not(loom))]
 mod fault;
-mod futex;
 #[cfg(not(loom))]
 mod inspect;
 mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;
-mod membarrier;
-#[cfg(not(loom))]
-mod mpmc_channel;
-mod mpmc_ring;
-#[cfg(not(loom))]
-mod ofd;
+pub mod mpmc;
 mod options;
 #[cfg(not(loom))]
 mod peers;
 #[cfg(not(loom))]
-mod process;
-#[cfg(not(loom))]
-mod segment;
-#[cfg(not(loom))]
 mod shared;
 mod spsc;
 mod sync;
+mod sys;
 mod wait;
 
 pub use bytemuck::{Pod, Zeroable};
-#[cfg(not(loom))]
-pub use bytes::{ByteReceiver, ByteRef, ByteSendError, ByteSender, ByteSlot};
-#[cfg(not(loom))]
-pub use channel::{IntoIter, Iter, Receiver, RecvRef, SendSlot, Sender, TryIter};
 pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLong, TryRecvError,
     TrySendError,
@@ -96,20 +81,11 @@ pub use error::{
 #[cfg(not(loom))]
 pub use inspect::{ChannelInfo, PeerInfo, inspect, list};
 pub use options::{CreateMode, Options};
-pub use wait::WaitStrategy;
-
-/// Multi-producer multi-consumer channels: [`mpmc::Sender`] and [`mpmc::Receiver`] can
-/// be cloned within a process and attached from any number of processes (up to the
-/// peer-table size, [`Options::max_peers`]).
-///
-/// A producer or consumer killed in the middle of an operation is noticed by the
-/// survivors it blocks within the liveness interval: a half-written message is
-/// dropped (never delivered), and a message the dead consumer was copying out is
-/// dropped with it; everything else keeps flowing.
 #[cfg(not(loom))]
-pub mod mpmc {
-    pub use crate::mpmc_channel::{Iter, Receiver, Sender, TryIter};
-}
+pub use spsc::bytes::{ByteReceiver, ByteRef, ByteSendError, ByteSender, ByteSlot};
+#[cfg(not(loom))]
+pub use spsc::channel::{IntoIter, Iter, Receiver, RecvRef, SendSlot, Sender, TryIter};
+pub use wait::WaitStrategy;
 
 /// Removes the name of channel `name`, like `shm_unlink`. Processes that have it
 /// mapped keep using it; new opens fail with `NotFound`.
@@ -130,5 +106,5 @@ pub mod mpmc {
 /// ```
 #[cfg(not(loom))]
 pub fn remove(name: &str) -> Result<(), OpenError> {
-    segment::unlink(name)
+    sys::segment::unlink(name)
 }

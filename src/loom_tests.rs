@@ -6,15 +6,15 @@
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom
 //! ```
 //!
-//! The futex is replaced by a model with the kernel's contract (see `futex.rs`): it
+//! The futex is replaced by a model with the kernel's contract (see `sys/futex.rs`): it
 //! wakes at most `n` sleepers of the word woken, and its waits never time out nor wake
 //! spuriously, so a lost wake-up shows up as a deadlock, which loom reports. (Removing
 //! the `SKIPPED` pass-on wake in `wait::leave` makes
 //! `loom_two_sleeping_consumers_are_both_woken` deadlock.)
 
 use crate::layout::WaitWord;
-use crate::spsc::heap::{HeapRing, pop, pop_batch, push, push_batch, push_batch_two_pass};
-use crate::spsc::{Consumer, Producer};
+use crate::spsc::ring::heap::{HeapRing, pop, pop_batch, push, push_batch, push_batch_two_pass};
+use crate::spsc::ring::{Consumer, Producer};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::{self, Attempt, WaitStrategy};
 use loom::sync::Arc;
@@ -237,8 +237,8 @@ fn loom_ping_pong_both_directions_sleep() {
 /// `wake` on another word takes nobody.
 #[test]
 fn loom_futex_model_wakes_n_sleepers_of_that_word() {
-    use crate::futex::{self, Woke};
     use crate::sync::AtomicU32;
+    use crate::sys::futex::{self, Woke};
     loom::model(|| {
         let a = Arc::new(AtomicU32::new(0));
         let b = AtomicU32::new(0);
@@ -264,8 +264,8 @@ fn loom_futex_model_wakes_n_sleepers_of_that_word() {
 }
 
 mod mpmc {
-    use crate::mpmc_ring::heap::{HeapRing, pop, push};
-    use crate::mpmc_ring::{Claimant, FULL, WRITING, decode, encode};
+    use crate::mpmc::ring::heap::{HeapRing, pop, push};
+    use crate::mpmc::ring::{Claimant, FULL, WRITING, decode, encode};
     use crate::sync::Ordering;
     use loom::sync::Arc;
     use loom::thread;
@@ -292,7 +292,7 @@ mod mpmc {
     };
 
     /// Pops until a value arrives (the model's producers always deliver).
-    fn pop_spin(r: &crate::mpmc_ring::MpmcRing, me: Claimant) -> u64 {
+    fn pop_spin(r: &crate::mpmc::ring::MpmcRing, me: Claimant) -> u64 {
         loop {
             match pop(r, me) {
                 Ok(v) => return v,
@@ -338,7 +338,7 @@ mod mpmc {
     }
 
     /// Blocking pop over the MPMC ring, as `mpmc::Receiver::recv` waits.
-    fn pop_blocking(r: &crate::mpmc_ring::MpmcRing, me: Claimant) -> u64 {
+    fn pop_blocking(r: &crate::mpmc::ring::MpmcRing, me: Claimant) -> u64 {
         let w = &r.ctl().not_empty.w;
         crate::wait::block_on(
             w,
@@ -437,7 +437,7 @@ mod mpmc {
             let cur = decode(w.load(Ordering::SeqCst));
             assert_eq!(cur.state, FULL);
             w.store(
-                encode(crate::mpmc_ring::READING, cur.lap, DEAD),
+                encode(crate::mpmc::ring::READING, cur.lap, DEAD),
                 Ordering::SeqCst,
             );
             r.ctl().head.pos.store(1, Ordering::SeqCst);

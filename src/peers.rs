@@ -3,7 +3,7 @@
 //! # Liveness
 //!
 //! A peer is alive while its process holds an open-file-description lock on the byte
-//! of the segment object that names its entry ([`crate::process::lock_byte`]). The
+//! of the segment object that names its entry ([`crate::sys::process::lock_byte`]). The
 //! kernel releases that lock when the process ends, however it ends and whatever its
 //! thread layout; it is seen from every PID namespace, and pid reuse cannot fake it.
 //! The pid in the entry is only for display.
@@ -42,8 +42,8 @@
 //! An SPSC channel uses entry 0 for its sender and entry 1 for its receiver.
 
 use crate::layout::PeerEntry;
-use crate::process::{Hold, SegFile};
 use crate::sync::Ordering;
+use crate::sys::process::{Hold, SegFile};
 use std::io;
 
 /// Vacated entry.
@@ -173,7 +173,7 @@ pub(crate) fn claim(
         Hold::Taken => {}
         Hold::HeldHere => {
             return Err(ClaimError::Taken {
-                pid: crate::process::identity().0,
+                pid: crate::sys::process::identity().0,
             });
         }
         Hold::HeldElsewhere => {
@@ -204,7 +204,7 @@ pub(crate) fn claim(
             Err(now) => cur = now,
         }
     }
-    let (pid, ns) = crate::process::identity();
+    let (pid, ns) = crate::sys::process::identity();
     entry
         .stamp
         .store((ns as u64) << 32 | pid as u64, Ordering::Release);
@@ -414,7 +414,7 @@ mod tests {
     }
 
     fn file() -> Arc<SegFile> {
-        let (fd, dev, ino) = crate::process::temp_fd();
+        let (fd, dev, ino) = crate::sys::process::temp_fd();
         SegFile::adopt(&fd, "/unused", dev, ino).expect("adopt")
     }
 

@@ -10,11 +10,11 @@ use crate::layout::{
     self, ConfigSnapshot, FLAVOR_MPMC, FLAVOR_SPSC, Geometry, HEADER_SIZE, Header, INIT_CREATING,
     INIT_READY, KIND_BYTES, MAX_PEERS, MAX_TOTAL,
 };
-use crate::membarrier::{ASYMMETRIC, FENCE};
 use crate::options::{CreateMode, Options};
-use crate::process::INIT_LOCK;
-use crate::segment::{self, Segment};
 use crate::sync::Ordering;
+use crate::sys::membarrier::{ASYMMETRIC, FENCE};
+use crate::sys::process::INIT_LOCK;
+use crate::sys::segment::{self, Segment};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What a handle needs the segment to hold.
@@ -130,7 +130,7 @@ impl Shared {
             // unfinished header and an opener can tell whether its creator lives.
             (&raw mut (*c).magic).write(layout::MAGIC);
             (*c).creator_pid
-                .store(crate::process::identity().0, Ordering::Relaxed);
+                .store(crate::sys::process::identity().0, Ordering::Relaxed);
             (&raw mut (*c).layout_version).write(layout::LAYOUT_VERSION);
             (&raw mut (*c).flavor).write(geo.flavor);
             (&raw mut (*c).capacity).write(geo.capacity);
@@ -146,7 +146,7 @@ impl Shared {
             (&raw mut (*c).msg_kind).write(geo.kind);
             // Wakers skip the CPU fence if every attached process can use membarrier;
             // this one can, so start asymmetric (an opener that cannot downgrades).
-            if crate::membarrier::register() {
+            if crate::sys::membarrier::register() {
                 (*hdr)
                     .ring
                     .not_empty
@@ -177,7 +177,7 @@ impl Shared {
 
     fn open(path: &str, name: &str, opts: &Options, want: &Wanted) -> Result<Shared, OpenError> {
         let (fd, file) = Segment::open_file(path, name)?;
-        let deadline = crate::endpoint::deadline_in(opts.init_timeout);
+        let deadline = crate::spsc::endpoint::deadline_in(opts.init_timeout);
         let past = |now: Instant| deadline.is_some_and(|d| now >= d);
         let ours = rustix::process::geteuid().as_raw();
         // Wait for the creator to size the object (it may be between O_EXCL and
@@ -257,7 +257,7 @@ impl Shared {
             });
         }
         check_wanted(&snap, &geo, opts, want)?;
-        if !crate::membarrier::register() {
+        if !crate::sys::membarrier::register() {
             // We cannot do our waiters' half of the asymmetric protocol: everyone fences.
             // SAFETY: the header is mapped (checked above) and its wait words are atomics;
             // only the ring's line is referenced.
@@ -436,7 +436,7 @@ mod tests {
         let name = format!("shmchan-test-nomb-{}", std::process::id());
         let create = Options::new().capacity(4).mode(CreateMode::CreateExclusive);
         let made = Shared::attach(&name, &create, &want()).expect("create");
-        let asym = crate::membarrier::register();
+        let asym = crate::sys::membarrier::register();
         let start = if asym { ASYMMETRIC } else { FENCE };
         assert_eq!(modes(&made), [start; 2]);
         let armed = arm(Point::MembarrierRegister, &[Errno::NOSYS]);

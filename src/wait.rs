@@ -32,9 +32,9 @@
 //! (acknowledging the wake), and if `SKIPPED` was set it wakes every sleeper, since one
 //! of them may have slept through a skipped notification; then it looks again.
 
-use crate::futex::{self, Woke};
 use crate::layout::WaitWord;
 use crate::sync::{AtomicU64, Ordering, fence, spin_hint};
+use crate::sys::futex::{self, Woke};
 use std::time::{Duration, Instant};
 
 /// How a blocked `send`/`recv` waits for the other side.
@@ -163,7 +163,7 @@ pub(crate) struct TimedOut;
 /// publication before the load of `sleepers`.
 #[inline]
 pub(crate) fn notify(w: &WaitWord) {
-    crate::membarrier::light(w);
+    crate::sys::membarrier::light(w);
     // Relaxed is enough: the fence above already orders this load after the publication.
     if w.sleepers.load(Ordering::Relaxed) > 0 {
         notify_slow(w, 1);
@@ -348,7 +348,7 @@ pub(crate) fn block_on<R>(
         // Announce ourselves before the last look, so that a waker either sees us or we
         // see its publication (fence W; see the module docs).
         let in_entry = announce(w, reg);
-        crate::membarrier::heavy(w);
+        crate::sys::membarrier::heavy(w);
         #[cfg(all(test, not(loom)))]
         tests::before_look(w);
         let seen = w.word.load(Ordering::Acquire);
@@ -415,7 +415,7 @@ mod tests {
         WaitWord {
             word: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
-            mode: AtomicU32::new(crate::membarrier::FENCE),
+            mode: AtomicU32::new(crate::sys::membarrier::FENCE),
         }
     }
 

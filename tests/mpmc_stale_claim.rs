@@ -2,7 +2,7 @@
 //! reused many times.
 //!
 //! A slot claim names its claimant by peer index and the low 13 bits of its attach
-//! generation (src/mpmc_ring.rs). A consumer process is SIGKILLed while it holds a
+//! generation (src/mpmc/ring.rs). A consumer process is SIGKILLed while it holds a
 //! READING claim (caught with SIGSTOP, then killed); nothing laps the ring for a while,
 //! and meanwhile other handles attach and detach, reusing the dead consumer's entry.
 //! After 2^13 attaches, the entry's live holder has the same 13 generation bits as the

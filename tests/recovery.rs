@@ -120,7 +120,7 @@ fn mpmc_receiver_asleep_when_the_last_sender_is_killed() {
 }
 
 /// The slot word of MPMC slot `index` of channel `name` (slots start at 4096; see
-/// `src/mpmc_ring.rs` for the encoding), through a mapping of the object.
+/// `src/mpmc/ring.rs` for the encoding), through a mapping of the object.
 fn slot_word<R>(name: &str, index: usize, f: impl FnOnce(&AtomicU64) -> R) -> R {
     let file = std::fs::OpenOptions::new()
         .read(true)

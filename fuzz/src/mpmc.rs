@@ -365,7 +365,7 @@ fn check_handle(h: &impl Occupancy, m: &Model) {
     assert!(!owns, "owns_name()");
 }
 
-/// Claim-word fields (see `src/mpmc_ring.rs`): state in bits 63..61, lap in 60..21,
+/// Claim-word fields (see `src/mpmc/ring.rs`): state in bits 63..61, lap in 60..21,
 /// peer index in 20..13, generation in 12..0.
 fn claim_word(state: u64, lap: u64, peer: u8, generation: u16) -> u64 {
     (state & 7) << 61

@@ -9,7 +9,7 @@ use crate::layout::WaitWord;
 use crate::options::Options;
 use crate::peers::{self, Claim, ClaimError, EntryState, Role};
 use crate::shared::{Shared, Wanted};
-use crate::spsc::{Consumer, Producer, Ring};
+use crate::spsc::ring::{Consumer, Producer, Ring};
 use crate::sync::Ordering;
 use crate::wait::{self, Attempt, WaitStrategy};
 use std::cell::Cell;
@@ -96,7 +96,7 @@ impl End {
             wait: opts.wait,
             liveness: opts.liveness_interval,
             next_probe: Cell::new(deadline_in(opts.liveness_interval)),
-            fork_gen: crate::process::generation(),
+            fork_gen: crate::sys::process::generation(),
         };
         Ok((end, ring))
     }
@@ -112,7 +112,7 @@ impl End {
     /// inert (every operation reports `Disconnected`). One relaxed load, no syscall.
     #[inline]
     pub fn forked(&self) -> bool {
-        self.fork_gen != crate::process::generation()
+        self.fork_gen != crate::sys::process::generation()
     }
 
     /// Whether the peer is gone (it was attached once, and left or died), or this

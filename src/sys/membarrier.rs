@@ -40,7 +40,7 @@ pub(crate) fn register() -> bool {
         return false;
     }
     // Keyed by fork generation: a forked child registers again.
-    let pid = crate::process::generation();
+    let pid = crate::sys::process::generation();
     let mut g = match REGISTERED.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

@@ -4,7 +4,7 @@
 //! # Why one description per segment, and what fork does to it
 //!
 //! A handle proves it is alive by holding an open-file-description lock on its
-//! peer-table entry's byte (see [`crate::ofd`]). Locks of one description never
+//! peer-table entry's byte (see [`crate::sys::ofd`]). Locks of one description never
 //! conflict, and a description can hold many byte ranges, so every handle of this
 //! process on one segment shares a single descriptor ([`SegFile`]): 10,000 channels
 //! cost 10,000 descriptors, not one per handle.
@@ -127,7 +127,7 @@ impl SegFile {
         if self.held[w].fetch_or(b, Ordering::AcqRel) & b != 0 {
             return Ok(Hold::HeldHere);
         }
-        match crate::ofd::try_lock(self.fd(), lock_byte(index)) {
+        match crate::sys::ofd::try_lock(self.fd(), lock_byte(index)) {
             Ok(true) => Ok(Hold::Taken),
             Ok(false) => {
                 self.held[w].fetch_and(!b, Ordering::AcqRel);
@@ -145,7 +145,7 @@ impl SegFile {
         if !self.is_current() {
             return;
         }
-        let _ = crate::ofd::unlock(self.fd(), lock_byte(index));
+        let _ = crate::sys::ofd::unlock(self.fd(), lock_byte(index));
         let (w, b) = Self::bit(index);
         self.held[w].fetch_and(!b, Ordering::AcqRel);
     }
@@ -164,7 +164,7 @@ impl SegFile {
         if !self.is_current() {
             return true;
         }
-        crate::ofd::locked_by_other(self.fd(), lock_byte(index)).unwrap_or(true)
+        crate::sys::ofd::locked_by_other(self.fd(), lock_byte(index)).unwrap_or(true)
     }
 }
 
@@ -517,9 +517,9 @@ mod tests {
         // The child's unhold did not release the parent's lock.
         assert!(f.is_current());
         let other = reopen(&fd, "/unused", dev, ino).unwrap();
-        assert!(crate::ofd::locked_by_other(other.as_fd(), lock_byte(5)).unwrap());
+        assert!(crate::sys::ofd::locked_by_other(other.as_fd(), lock_byte(5)).unwrap());
         f.unhold(5);
-        assert!(!crate::ofd::locked_by_other(other.as_fd(), lock_byte(5)).unwrap());
+        assert!(!crate::sys::ofd::locked_by_other(other.as_fd(), lock_byte(5)).unwrap());
     }
 
     #[test]

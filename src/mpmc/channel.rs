@@ -1,15 +1,15 @@
 //! The typed public handles of an MPMC channel: [`Sender`] and [`Receiver`], which can
 //! be cloned within a process and attached from any number of processes.
 
-use crate::endpoint::deadline_in;
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::layout::{FLAVOR_MPMC, KIND_TYPED, fnv1a};
-use crate::mpmc_ring::{Blocked, Claimant, GEN_MASK, MpmcRing, WRITING, decode};
+use crate::mpmc::ring::{Blocked, Claimant, GEN_MASK, MpmcRing, WRITING, decode};
 use crate::options::{CreateMode, Options};
 use crate::peers::{self, Claim, Role};
 use crate::shared::{Shared, Wanted};
+use crate::spsc::endpoint::deadline_in;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{self, Attempt, WaitStrategy};
 use bytemuck::Pod;
@@ -107,7 +107,7 @@ impl Attachment {
             liveness: opts.liveness_interval,
             epoch,
             next_probe: AtomicU64::new(nanos(opts.liveness_interval)),
-            fork_gen: crate::process::generation(),
+            fork_gen: crate::sys::process::generation(),
         }))
     }
 
@@ -134,7 +134,7 @@ impl Attachment {
     /// it is inert (operations report `Disconnected`). One relaxed load, no syscall.
     #[inline]
     fn forked(&self) -> bool {
-        self.fork_gen != crate::process::generation()
+        self.fork_gen != crate::sys::process::generation()
     }
 
     /// Someone is counted asleep on a word we just notified. If a dead process left

@@ -5,14 +5,14 @@
 //! receiver clamps the length it reads to `max_len`, so a corrupt length can never
 //! make it read outside the slot.
 
-use crate::channel::common_methods;
-use crate::endpoint::{RecvCore, SendCore, deadline_in};
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendTimeoutError, TooLong, TryRecvError, TrySendError,
 };
 use crate::layout::{FLAVOR_SPSC, KIND_BYTES, fnv1a};
 use crate::options::{CreateMode, Options};
 use crate::shared::Wanted;
+use crate::spsc::channel::common_methods;
+use crate::spsc::endpoint::{RecvCore, SendCore, deadline_in};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};

@@ -1,12 +1,12 @@
 //! The typed public handles of an SPSC channel: [`Sender`] and [`Receiver`].
 
-use crate::endpoint::{RecvCore, SendCore, deadline_in};
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::layout::{FLAVOR_SPSC, KIND_TYPED, fnv1a};
 use crate::options::{CreateMode, Options};
 use crate::shared::Wanted;
+use crate::spsc::endpoint::{RecvCore, SendCore, deadline_in};
 use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;

@@ -7,7 +7,7 @@
 
 use crate::error::OpenError;
 use crate::fault::{self, Point};
-use crate::process::{Hold, INIT_LOCK, SegFile};
+use crate::sys::process::{Hold, INIT_LOCK, SegFile};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::Mode;
 use rustix::shm;
@@ -136,7 +136,7 @@ fn map_as(fd: &OwnedFd, len: usize, populate: bool) -> Result<MmapRaw, OpenError
 /// `shm_open`, raising the soft descriptor limit once if it is reached.
 fn shm_open(path: &str, flags: shm::OFlags, mode: Mode, name: &str) -> Result<OwnedFd, OpenError> {
     match shm::open(path, flags, mode) {
-        Err(rustix::io::Errno::MFILE) if crate::process::raise_fd_limit() => {
+        Err(rustix::io::Errno::MFILE) if crate::sys::process::raise_fd_limit() => {
             shm::open(path, flags, mode)
         }
         r => r,
