@@ -62,6 +62,16 @@ pub enum OpenError {
         /// What the handle wants.
         expected: String,
     },
+    /// The broadcast channel was created with another policy than the one asked for.
+    #[error(
+        "policy mismatch: channel is {found}, handle asked for {expected}; open without a policy to accept either"
+    )]
+    PolicyMismatch {
+        /// Policy of the channel.
+        found: &'static str,
+        /// Policy asked for.
+        expected: &'static str,
+    },
     /// The segment's capacity differs from the one asked for.
     #[error("capacity mismatch: segment has {found} slots, asked for {expected}")]
     CapacityMismatch {

@@ -17,6 +17,10 @@
 //! 4096      ...   slots[capacity], each slot_size bytes, then zero padding to a page
 //! ```
 //!
+//! A broadcast segment puts its subscribers' cursors between the header and the slots:
+//! `subscribers` lines of 128 bytes from offset 4096, padded to a page; its slots start
+//! after them ([`Geometry::slots_offset`]).
+//!
 //! Positions are `u64` and monotonic; the slot of position `p` is `p & (capacity - 1)`.
 //! Everything in the mapping may be overwritten by another process, so nothing read
 //! from it is trusted: the geometry is validated once at attach and copied into the
@@ -54,6 +58,17 @@ pub const INIT_READY: u32 = 1;
 pub const FLAVOR_SPSC: u32 = 1;
 /// `flavor`: multi producer, multi consumer (reserved for the MPMC ring).
 pub const FLAVOR_MPMC: u32 = 2;
+/// `flavor`: one publisher, many subscribers, each reading every message.
+pub const FLAVOR_BROADCAST: u32 = 3;
+
+/// Broadcast `policy`: the publisher waits for the slowest live subscriber.
+pub const POLICY_LOSSLESS: u32 = 1;
+/// Broadcast `policy`: the publisher never waits; lapped subscribers are told.
+pub const POLICY_OVERWRITE: u32 = 2;
+/// Bytes of one broadcast cursor line ([`CursorLine`]).
+pub const CURSOR_LINE: usize = 128;
+/// Most subscribers of a broadcast channel (the peer table less the publisher).
+pub const MAX_SUBSCRIBERS: u32 = MAX_PEERS as u32 - 1;
 
 /// `msg_kind`: fixed-size plain-old-data values of one type.
 pub const KIND_TYPED: u32 = 1;
@@ -99,7 +114,11 @@ pub(crate) struct Config {
     pub msg_kind: u32,
     /// Source of peer generations (incremented on every attach).
     pub peer_generation: AtomicU32,
-    _reserved: [u32; 9],
+    /// Broadcast: cursor lines (one per subscriber entry); 0 for other flavors.
+    pub subscribers: u32,
+    /// Broadcast: [`POLICY_LOSSLESS`] or [`POLICY_OVERWRITE`]; 0 for other flavors.
+    pub policy: u32,
+    _reserved: [u32; 7],
 }
 
 /// A futex word and the count of processes asleep (or about to sleep) on it.
@@ -205,6 +224,20 @@ pub(crate) struct PeerEntry {
     pub stamp: AtomicU64,
 }
 
+/// One subscriber's line in a broadcast segment (after the header): where it reads.
+///
+/// Cursor `i` belongs to the holder of peer entry `i + 1` (entry 0 is the publisher's).
+#[repr(C, align(128))]
+pub(crate) struct CursorLine {
+    /// The next position this subscriber reads; every position below it is done with.
+    pub pos: AtomicU64,
+    /// The attach generation of the subscriber that counts through this cursor; 0:
+    /// nobody (a lossless publisher waits only for cursors with an owner).
+    pub owner: AtomicU64,
+    /// Messages this subscriber missed (lapped or evicted), for `shmchan stat`.
+    pub missed: AtomicU64,
+}
+
 /// The whole first page of a segment.
 #[repr(C, align(128))]
 pub(crate) struct Header {
@@ -243,6 +276,13 @@ mod asserts {
     const_assert_eq!(offset_of!(Config, payload_offset), 80);
     const_assert_eq!(offset_of!(Config, msg_kind), 84);
     const_assert_eq!(offset_of!(Config, peer_generation), 88);
+    const_assert_eq!(offset_of!(Config, subscribers), 92);
+    const_assert_eq!(offset_of!(Config, policy), 96);
+    const_assert_eq!(size_of::<CursorLine>(), CURSOR_LINE);
+    const_assert_eq!(align_of::<CursorLine>(), 128);
+    const_assert_eq!(offset_of!(CursorLine, pos), 0);
+    const_assert_eq!(offset_of!(CursorLine, owner), 8);
+    const_assert_eq!(offset_of!(CursorLine, missed), 16);
 
     const_assert_eq!(size_of::<WaitWord>(), 12);
     const_assert_eq!(offset_of!(WaitWord, word), 0);
@@ -299,6 +339,11 @@ pub(crate) struct Geometry {
     pub msg_align: usize,
     /// Whole segment length.
     pub total_len: usize,
+    /// Offset of slot 0 in the segment: [`HEADER_SIZE`], or after a broadcast
+    /// segment's cursor lines.
+    pub slots_offset: usize,
+    /// Broadcast: subscriber cursor lines; 0 for other flavors.
+    pub subscribers: u32,
 }
 
 const fn round_up(x: u64, to: u64) -> Option<u64> {
@@ -310,13 +355,27 @@ const fn round_up(x: u64, to: u64) -> Option<u64> {
 }
 
 impl Geometry {
-    /// Computes the geometry, or says which parameter is out of range.
+    #[cfg(any(test, loom))]
+    /// Computes the geometry of an SPSC or MPMC channel, or says which parameter is
+    /// out of range.
     pub fn new(
         flavor: u32,
         kind: u32,
         capacity: u64,
         msg_size: u64,
         msg_align: u64,
+    ) -> Result<Geometry, OpenError> {
+        Geometry::with_subscribers(flavor, kind, capacity, msg_size, msg_align, 0)
+    }
+
+    /// Computes the geometry, with `subscribers` cursor lines for a broadcast channel.
+    pub fn with_subscribers(
+        flavor: u32,
+        kind: u32,
+        capacity: u64,
+        msg_size: u64,
+        msg_align: u64,
+        subscribers: u32,
     ) -> Result<Geometry, OpenError> {
         if capacity == 0 || !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
             return Err(OpenError::InvalidCapacity(capacity));
@@ -326,17 +385,34 @@ impl Geometry {
                 "alignment must be a power of two up to 4096",
             ));
         }
-        // The slot starts with the sequence word (u32 for SPSC, u64 for MPMC); byte
-        // messages add a u32 length after it.
-        let seq_bytes: u64 = if flavor == FLAVOR_MPMC { 8 } else { 4 };
+        let broadcast = flavor == FLAVOR_BROADCAST;
+        if broadcast != (subscribers > 0) || subscribers > MAX_SUBSCRIBERS {
+            return Err(OpenError::InvalidOption(
+                "a broadcast channel has 1 to 191 subscribers",
+            ));
+        }
+        // The slot starts with the sequence word (u32 for SPSC, u64 for MPMC and
+        // broadcast); byte messages add a u32 length after it.
+        let seq_bytes: u64 = if flavor == FLAVOR_SPSC { 4 } else { 8 };
         let (prefix, align) = match kind {
             KIND_BYTES => (seq_bytes + 4, seq_bytes.max(4)),
             _ => (seq_bytes, seq_bytes.max(msg_align)),
         };
         let align = align.max(msg_align);
-        let payload_offset = round_up(prefix, msg_align.max(1)).ok_or(OpenError::TooLarge)?;
+        // Broadcast subscribers copy the payload with 8-byte atomic loads (the
+        // publisher may rewrite it meanwhile): it starts 8-aligned and takes whole
+        // words.
+        let (payload_align, payload_len) = if broadcast {
+            (
+                msg_align.max(8),
+                round_up(msg_size, 8).ok_or(OpenError::TooLarge)?,
+            )
+        } else {
+            (msg_align.max(1), msg_size)
+        };
+        let payload_offset = round_up(prefix, payload_align).ok_or(OpenError::TooLarge)?;
         let raw = payload_offset
-            .checked_add(msg_size)
+            .checked_add(payload_len)
             .ok_or(OpenError::TooLarge)?;
         // MPMC slots are written by both sides (claim and release CASes), so two
         // slots sharing a cache line would bounce it between producer and consumer on
@@ -361,7 +437,11 @@ impl Geometry {
             return Err(OpenError::TooLarge);
         }
         let slots = capacity.checked_mul(slot_size).ok_or(OpenError::TooLarge)?;
-        let total = (HEADER_SIZE as u64)
+        // Broadcast cursors: whole pages (subscribers <= 191, so no overflow).
+        let slots_offset = HEADER_SIZE as u64
+            + round_up(subscribers as u64 * CURSOR_LINE as u64, PAGE as u64)
+                .ok_or(OpenError::TooLarge)?;
+        let total = slots_offset
             .checked_add(slots)
             .and_then(|t| round_up(t, PAGE as u64))
             .ok_or(OpenError::TooLarge)?;
@@ -377,6 +457,8 @@ impl Geometry {
             msg_size: msg_size as usize,
             msg_align: msg_align as usize,
             total_len: total as usize,
+            slots_offset: slots_offset as usize,
+            subscribers,
         })
     }
 
@@ -406,6 +488,8 @@ pub(crate) struct ConfigSnapshot {
     pub created_at_ns: u64,
     pub payload_offset: u32,
     pub msg_kind: u32,
+    pub subscribers: u32,
+    pub policy: u32,
 }
 
 #[cfg(not(loom))]
@@ -437,6 +521,8 @@ impl ConfigSnapshot {
                 created_at_ns: (&raw const (*c).created_at_ns).read_volatile(),
                 payload_offset: (&raw const (*c).payload_offset).read_volatile(),
                 msg_kind: (&raw const (*c).msg_kind).read_volatile(),
+                subscribers: (&raw const (*c).subscribers).read_volatile(),
+                policy: (&raw const (*c).policy).read_volatile(),
             }
         }
     }
@@ -453,21 +539,34 @@ impl ConfigSnapshot {
                 expected: LAYOUT_VERSION,
             });
         }
-        if self.flavor != FLAVOR_SPSC && self.flavor != FLAVOR_MPMC {
+        if !matches!(self.flavor, FLAVOR_SPSC | FLAVOR_MPMC | FLAVOR_BROADCAST) {
             return Err(OpenError::Corrupt("unknown flavor"));
         }
+        let subscribers = if self.flavor == FLAVOR_BROADCAST {
+            if !matches!(self.policy, POLICY_LOSSLESS | POLICY_OVERWRITE) {
+                return Err(OpenError::Corrupt("unknown broadcast policy"));
+            }
+            // The peer table holds the publisher and every subscriber.
+            if self.subscribers == 0 || self.max_peers != self.subscribers.saturating_add(1) {
+                return Err(OpenError::Corrupt("subscriber count out of range"));
+            }
+            self.subscribers
+        } else {
+            0
+        };
         if self.msg_kind != KIND_TYPED && self.msg_kind != KIND_BYTES {
             return Err(OpenError::Corrupt("unknown message kind"));
         }
         if self.max_peers == 0 || self.max_peers as usize > MAX_PEERS {
             return Err(OpenError::Corrupt("peer table size out of range"));
         }
-        let g = Geometry::new(
+        let g = Geometry::with_subscribers(
             self.flavor,
             self.msg_kind,
             self.capacity,
             self.msg_size as u64,
             self.msg_align as u64,
+            subscribers,
         )
         .map_err(|_| OpenError::Corrupt("geometry out of range"))?;
         if g.slot_size as u64 != self.slot_size

@@ -27,6 +27,58 @@ pub enum CreateMode {
     PurgeAndCreate,
 }
 
+/// What a broadcast publisher does when a subscriber has not read the slot it is about
+/// to reuse. Chosen at creation; an opener that names one must find that one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// The publisher waits (as a sender on a full ring) for the slowest live
+    /// subscriber; a subscriber whose process died is evicted within the liveness
+    /// interval and holds nobody back. Nothing is ever skipped (the default).
+    #[default]
+    Lossless,
+    /// The publisher never waits: it overwrites the oldest slot. A subscriber that
+    /// was lapped is told how many messages it missed (`Lagged(n)`) and goes on from
+    /// the oldest message still intact; it never reads a torn message.
+    Overwrite,
+}
+
+impl Policy {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Policy::Lossless => crate::layout::POLICY_LOSSLESS,
+            Policy::Overwrite => crate::layout::POLICY_OVERWRITE,
+        }
+    }
+
+    pub(crate) fn from_code(c: u32) -> Option<Policy> {
+        match c {
+            crate::layout::POLICY_LOSSLESS => Some(Policy::Lossless),
+            crate::layout::POLICY_OVERWRITE => Some(Policy::Overwrite),
+            _ => None,
+        }
+    }
+
+    /// `"lossless"` or `"overwrite"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Lossless => "lossless",
+            Policy::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// Where a broadcast subscriber starts reading when it attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Start {
+    /// At the next message published after it attached (the default).
+    #[default]
+    Next,
+    /// At the oldest message the ring still holds (up to `capacity` messages back).
+    Oldest,
+}
+
 /// Options for creating or opening a channel.
 ///
 /// ```
@@ -52,6 +104,9 @@ pub struct Options {
     pub(crate) liveness_interval: Duration,
     pub(crate) allow_foreign_owner: bool,
     pub(crate) max_peers: Option<u32>,
+    pub(crate) subscribers: Option<u32>,
+    pub(crate) policy: Option<Policy>,
+    pub(crate) start: Start,
 }
 
 impl Default for Options {
@@ -74,6 +129,9 @@ impl Options {
             liveness_interval: Duration::from_millis(100),
             allow_foreign_owner: false,
             max_peers: None,
+            subscribers: None,
+            policy: None,
+            start: Start::Next,
         }
     }
 
@@ -174,6 +232,27 @@ impl Options {
     /// channels use two entries. At most 192.
     pub fn max_peers(mut self, n: u32) -> Options {
         self.max_peers = Some(n);
+        self
+    }
+
+    /// Broadcast: how many subscribers may be attached at once (1 to 191, default
+    /// 16), fixed at creation. Each takes a 128-byte cursor line in the segment.
+    pub fn subscribers(mut self, n: u32) -> Options {
+        self.subscribers = Some(n);
+        self
+    }
+
+    /// Broadcast: what the publisher does about slow subscribers (default
+    /// [`Policy::Lossless`]), fixed at creation. When opening, a channel created with
+    /// another policy is refused (`PolicyMismatch`); unset, any policy is accepted.
+    pub fn policy(mut self, policy: Policy) -> Options {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Broadcast: where a subscriber starts reading (default [`Start::Next`]).
+    pub fn start(mut self, start: Start) -> Options {
+        self.start = start;
         self
     }
 

@@ -215,18 +215,20 @@ pub(crate) fn claim(
     })
 }
 
-/// Claims any entry of `entries` for `role`: a free one if there is one, else one
-/// whose holder died. `Ok(None)` if every entry is held by a live process.
+/// Claims any entry of `entries` from index `first` on for `role`: a free one if
+/// there is one, else one whose holder died. `Ok(None)` if every such entry is held
+/// by a live process.
 pub(crate) fn claim_any(
     file: &SegFile,
     entries: &[PeerEntry],
+    first: usize,
     role: Role,
     generation_source: &crate::sync::AtomicU32,
 ) -> Result<Option<Claim>, io::Error> {
     // First pass: entries that look free; second pass: any entry (a dead holder's
     // lock is free too).
     for pass in 0..2 {
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in entries.iter().enumerate().skip(first) {
             if pass == 0 && matches!(decode(e.state.load(Ordering::Acquire)), EntryState::Held(_)) {
                 continue;
             }

@@ -7,8 +7,8 @@
 
 use crate::error::OpenError;
 use crate::layout::{
-    self, ConfigSnapshot, FLAVOR_MPMC, FLAVOR_SPSC, Geometry, HEADER_SIZE, Header, INIT_CREATING,
-    INIT_READY, KIND_BYTES, MAX_PEERS, MAX_TOTAL,
+    self, ConfigSnapshot, FLAVOR_BROADCAST, FLAVOR_MPMC, FLAVOR_SPSC, Geometry, HEADER_SIZE,
+    Header, INIT_CREATING, INIT_READY, KIND_BYTES, MAX_PEERS, MAX_TOTAL,
 };
 use crate::options::{CreateMode, Options};
 use crate::sync::Ordering;
@@ -27,6 +27,21 @@ pub(crate) struct Wanted {
     pub fingerprint: u64,
     /// For error messages: the type's name.
     pub type_name: &'static str,
+}
+
+impl Wanted {
+    /// Messages of type `T` in a channel of `flavor`.
+    pub fn typed<T: bytemuck::Pod>(flavor: u32) -> Wanted {
+        let name = std::any::type_name::<T>();
+        Wanted {
+            flavor,
+            kind: layout::KIND_TYPED,
+            msg_size: size_of::<T>() as u64,
+            msg_align: align_of::<T>() as u64,
+            fingerprint: layout::fnv1a(name.as_bytes()),
+            type_name: name,
+        }
+    }
 }
 
 /// The atomic parts of a mapped header (see [`Shared::header`]).
@@ -55,6 +70,7 @@ fn flavor_name(f: u32) -> &'static str {
     match f {
         FLAVOR_SPSC => "spsc",
         FLAVOR_MPMC => "mpmc",
+        FLAVOR_BROADCAST => "broadcast",
         _ => "unknown",
     }
 }
@@ -101,19 +117,31 @@ impl Shared {
         let capacity = opts.capacity.ok_or(OpenError::InvalidOption(
             "a capacity is needed to create a channel",
         ))?;
-        let default_peers = if want.flavor == FLAVOR_MPMC { 64 } else { 2 };
-        let max_peers = opts.max_peers.unwrap_or(default_peers);
+        let (max_peers, subscribers, policy) = if want.flavor == FLAVOR_BROADCAST {
+            // The publisher's entry and one per subscriber.
+            let subs = opts.subscribers.unwrap_or(16);
+            if subs == 0 || subs > layout::MAX_SUBSCRIBERS {
+                return Err(OpenError::InvalidOption(
+                    "subscribers must be between 1 and 191",
+                ));
+            }
+            (subs + 1, subs, opts.policy.unwrap_or_default().code())
+        } else {
+            let default_peers = if want.flavor == FLAVOR_MPMC { 64 } else { 2 };
+            (opts.max_peers.unwrap_or(default_peers), 0, 0)
+        };
         if max_peers < 2 || max_peers as usize > MAX_PEERS {
             return Err(OpenError::InvalidOption(
                 "max_peers must be between 2 and 192",
             ));
         }
-        let geo = Geometry::new(
+        let geo = Geometry::with_subscribers(
             want.flavor,
             want.kind,
             capacity,
             want.msg_size,
             want.msg_align,
+            subscribers,
         )?;
         let seg = Segment::create(path, name, geo.total_len, opts.permissions)?;
         let hdr = seg.as_ptr() as *mut Header;
@@ -144,6 +172,8 @@ impl Shared {
             (&raw mut (*c).created_at_ns).write(created_at);
             (&raw mut (*c).payload_offset).write(geo.payload_offset as u32);
             (&raw mut (*c).msg_kind).write(geo.kind);
+            (&raw mut (*c).subscribers).write(subscribers);
+            (&raw mut (*c).policy).write(policy);
             // Wakers skip the CPU fence if every attached process can use membarrier;
             // this one can, so start asymmetric (an opener that cannot downgrades).
             if crate::sys::membarrier::register() {
@@ -337,8 +367,30 @@ impl Shared {
     /// Start of the slot array.
     #[inline]
     pub fn slots(&self) -> *mut u8 {
-        // SAFETY: total_len (== mapping length) >= HEADER_SIZE + capacity * slot_size.
-        unsafe { self.seg.as_ptr().add(HEADER_SIZE) }
+        // SAFETY: total_len (== mapping length) >= slots_offset + capacity * slot_size.
+        unsafe { self.seg.as_ptr().add(self.geo.slots_offset) }
+    }
+
+    /// Broadcast: the policy the channel was created with (read at attach, when the
+    /// header was validated; `Lossless` for other flavors).
+    pub fn policy(&self) -> crate::options::Policy {
+        // SAFETY: the mapping holds a validated header (HEADER_SIZE bytes, aligned).
+        let snap = unsafe { ConfigSnapshot::read(self.seg.as_ptr() as *const Header) };
+        crate::options::Policy::from_code(snap.policy).unwrap_or_default()
+    }
+
+    /// Broadcast: the subscribers' cursor lines (empty for other flavors).
+    pub fn cursors(&self) -> &[layout::CursorLine] {
+        let n = self.geo.subscribers as usize;
+        // SAFETY: the geometry (validated against the object's size) puts `n` cursor
+        // lines of 128 bytes at HEADER_SIZE, before the slots; they are atomics that
+        // other processes write, and live as long as the mapping (self).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.seg.as_ptr().add(HEADER_SIZE) as *const layout::CursorLine,
+                n,
+            )
+        }
     }
 }
 
@@ -389,6 +441,18 @@ fn check_wanted(
                 want.type_name,
             ),
         });
+    }
+    if geo.flavor == FLAVOR_BROADCAST {
+        if let Some(p) = opts.policy {
+            let found = crate::options::Policy::from_code(snap.policy)
+                .ok_or(OpenError::Corrupt("unknown broadcast policy"))?;
+            if found != p {
+                return Err(OpenError::PolicyMismatch {
+                    found: found.name(),
+                    expected: p.name(),
+                });
+            }
+        }
     }
     if let Some(c) = opts.capacity {
         if c != geo.capacity {

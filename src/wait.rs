@@ -170,6 +170,17 @@ pub(crate) fn notify(w: &WaitWord) {
     }
 }
 
+/// Wakes every waiter on `w` if any announced themselves (broadcast: every subscriber
+/// waits for the same message). Call right after publishing.
+#[inline]
+pub(crate) fn notify_every(w: &WaitWord) {
+    crate::sys::membarrier::light(w);
+    // Relaxed: ordered by the fence above, as in `notify`.
+    if w.sleepers.load(Ordering::Relaxed) > 0 {
+        notify_slow(w, u32::MAX);
+    }
+}
+
 /// Sends a wake-up to `n` sleepers unless one is already in flight.
 #[cold]
 pub(crate) fn notify_slow(w: &WaitWord, n: u32) {

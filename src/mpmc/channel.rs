@@ -4,7 +4,7 @@
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::layout::{FLAVOR_MPMC, KIND_TYPED, fnv1a};
+use crate::layout::FLAVOR_MPMC;
 use crate::mpmc::ring::{Blocked, Claimant, GEN_MASK, MpmcRing, WRITING, decode};
 use crate::options::{CreateMode, Options};
 use crate::peers::{self, Claim, Role};
@@ -16,20 +16,11 @@ use bytemuck::Pod;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn wanted<T: Pod>() -> Wanted {
-    let name = std::any::type_name::<T>();
-    Wanted {
-        flavor: FLAVOR_MPMC,
-        kind: KIND_TYPED,
-        msg_size: size_of::<T>() as u64,
-        msg_align: align_of::<T>() as u64,
-        fingerprint: fnv1a(name.as_bytes()),
-        type_name: name,
-    }
+    Wanted::typed::<T>(FLAVOR_MPMC)
 }
 
 /// Nanoseconds since `epoch`, for rate limits shared between threads.
@@ -68,7 +59,7 @@ impl Attachment {
         let shared = Shared::attach(name, opts, &wanted::<T>())?;
         let hdr = shared.header();
         let peers = shared.peers();
-        let claim = peers::claim_any(&shared.seg.file, peers, role, hdr.peer_generation)?
+        let claim = peers::claim_any(&shared.seg.file, peers, 0, role, hdr.peer_generation)?
             .ok_or(OpenError::TooManyPeers(peers.len() as u32))?;
         if let Some(dead) = claim.took_over {
             // The dead holder we replaced is still counted in its role's hint and as a

@@ -3,27 +3,18 @@
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::layout::{FLAVOR_SPSC, KIND_TYPED, fnv1a};
+use crate::layout::FLAVOR_SPSC;
 use crate::options::{CreateMode, Options};
 use crate::shared::Wanted;
 use crate::spsc::endpoint::{RecvCore, SendCore, deadline_in};
 use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 fn wanted<T: Pod>() -> Wanted {
-    let name = std::any::type_name::<T>();
-    Wanted {
-        flavor: FLAVOR_SPSC,
-        kind: KIND_TYPED,
-        msg_size: size_of::<T>() as u64,
-        msg_align: align_of::<T>() as u64,
-        fingerprint: fnv1a(name.as_bytes()),
-        type_name: name,
-    }
+    Wanted::typed::<T>(FLAVOR_SPSC)
 }
 
 /// The sending half of an SPSC channel in shared memory.

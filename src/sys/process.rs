@@ -443,8 +443,13 @@ mod tests {
                 stamp: AtomicU64::new(0),
             })
             .collect();
-        let r =
-            crate::peers::claim_any(&f, &entries, crate::peers::Role::Sender, &AtomicU32::new(0));
+        let r = crate::peers::claim_any(
+            &f,
+            &entries,
+            0,
+            crate::peers::Role::Sender,
+            &AtomicU32::new(0),
+        );
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
         assert!(entries.iter().all(|e| e.state.load(Ordering::SeqCst) == 0));
         assert!(!f.is_held(0) && !f.is_held(1));
