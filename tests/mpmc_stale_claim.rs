@@ -60,22 +60,6 @@ fn two_entry_channel(name: &str) -> (Sender<Msg>, usize) {
     (tx, slot_size)
 }
 
-/// Whether every thread of `pid` is stopped.
-fn all_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                let rest = &s[s.rfind(')')? + 1..];
-                rest.split_ascii_whitespace().next()?.chars().next()
-            })
-            .is_some_and(|c| c == 'T' || c == 't')
-    })
-}
-
 fn signal(pid: u32, sig: rustix::process::Signal) {
     let p = rustix::process::Pid::from_raw(pid as i32).expect("pid");
     rustix::process::kill_process(p, sig).expect("kill");
@@ -141,7 +125,9 @@ fn mpmc_dead_claim_is_cleared_after_its_entry_was_reused_8192_times() {
         for _ in 0..200 {
             std::thread::sleep(Duration::from_micros(rng.range(100, 2000)));
             signal(pid, rustix::process::Signal::STOP);
-            common::wait_until("the consumer to stop", MUST_FINISH, || all_stopped(pid));
+            common::wait_until("the consumer to stop", MUST_FINISH, || {
+                common::all_stopped(pid)
+            });
             found = find_claim(&name, slot_size, peer, generation);
             if found.is_some() {
                 break;
@@ -311,7 +297,9 @@ fn mpmc_live_claimant_in_another_pid_namespace_is_never_fenced() {
         for _ in 0..200 {
             std::thread::sleep(Duration::from_micros(rng.range(100, 2000)));
             signal(pid, rustix::process::Signal::STOP);
-            common::wait_until("the consumer to stop", MUST_FINISH, || all_stopped(pid));
+            common::wait_until("the consumer to stop", MUST_FINISH, || {
+                common::all_stopped(pid)
+            });
             found = find_claim(&name, slot_size, consumer.index, consumer.generation);
             if found.is_some() {
                 break;

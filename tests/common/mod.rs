@@ -511,6 +511,23 @@ pub fn thread_state(tid: i32) -> Option<char> {
     rest.split_ascii_whitespace().next()?.chars().next()
 }
 
+/// Whether every thread of process `pid` is stopped (`T` or `t` in its stat):
+/// `kill(SIGSTOP)` returns before the stop takes effect.
+pub fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_ascii_whitespace().next()?.chars().next()
+            })
+            .is_some_and(|c| c == 'T' || c == 't')
+    })
+}
+
 // ---------------------------------------------------------------------------------
 // Messages.
 // ---------------------------------------------------------------------------------
