@@ -457,3 +457,192 @@ mod mpmc {
         });
     }
 }
+
+/// Models of the broadcast ring: lossless delivery to every subscriber, overwrite
+/// without torn reads and with exact lag counts, the floor protocol for a subscriber
+/// joining while the publisher writes, and waking every sleeping subscriber.
+mod broadcast {
+    use crate::broadcast::ring::heap::{HeapRing, publish, read};
+    use crate::broadcast::ring::{Publisher, Read, Subscriber};
+    use crate::options::Start;
+    use crate::wait::{self, Attempt, WaitStrategy};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Publishes, yielding while a lossless ring has no room.
+    fn publish_spin(p: &Publisher, msg: &[u64]) {
+        while !publish(p, msg) {
+            thread::yield_now();
+        }
+    }
+
+    /// Reads the next message, yielding while there is none.
+    fn read_spin(s: &Subscriber, out: &mut [u64]) -> Read {
+        loop {
+            match read(s, out) {
+                Read::Empty => thread::yield_now(),
+                r => return r,
+            }
+        }
+    }
+
+    /// A blocking publish, as `Publisher::send` waits and wakes.
+    fn publish_blocking(p: &Publisher, v: u64) {
+        if !p.has_room() {
+            wait::block_on(
+                &p.ring().ctl().not_full.w,
+                None,
+                WaitStrategy::Block,
+                None,
+                super::NEVER,
+                |_| {
+                    if p.has_room() {
+                        Attempt::Ready(())
+                    } else {
+                        Attempt::Pending
+                    }
+                },
+                || None,
+            )
+            .expect("no deadline");
+        }
+        assert!(publish(p, &[v]));
+        wait::notify_every(&p.ring().ctl().not_empty.w);
+    }
+
+    #[test]
+    fn loom_broadcast_lossless_every_subscriber_gets_every_message() {
+        // One slot, two subscribers: the publisher must wait (asleep) for both before
+        // it rewrites the slot; each subscriber reads 1 then 2, whole, never lagged,
+        // and wakes the publisher after each read, as `Subscriber::recv` does.
+        loom::model(|| {
+            let h = Arc::new(HeapRing::new(1, 1, 2));
+            let subs: Vec<_> = (0..2)
+                .map(|i| Subscriber::join(h.ring(), i, 1 + i as u64, Start::Next).unwrap())
+                .collect();
+            let readers: Vec<_> = subs
+                .into_iter()
+                .map(|s| {
+                    let h = h.clone();
+                    thread::spawn(move || {
+                        let _keep = &h;
+                        for want in [1, 2] {
+                            assert_eq!(read_blocking(&s), want);
+                            wait::notify(&s.ring().ctl().not_full.w);
+                        }
+                    })
+                })
+                .collect();
+            let p = Publisher::attach(h.ring(), true);
+            publish_blocking(&p, 1);
+            publish_blocking(&p, 2);
+            for r in readers {
+                r.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn loom_broadcast_overwrite_never_tears_and_counts_every_miss() {
+        // One slot, a publisher that never waits writing three two-word messages
+        // [v, !v], a subscriber reading concurrently until it has accounted for all
+        // three: every message it gets is whole and in order, and what it gets plus
+        // what it is told it missed is exactly three.
+        loom::model(|| {
+            let h = Arc::new(HeapRing::new(1, 2, 1));
+            let s = Subscriber::join(h.ring(), 0, 1, Start::Next).unwrap();
+            let h2 = h.clone();
+            let reader = thread::spawn(move || {
+                let _keep = &h2;
+                let mut out = [0u64; 2];
+                let mut accounted = 0u64;
+                while accounted < 3 {
+                    match read_spin(&s, &mut out) {
+                        Read::Got => {
+                            assert_eq!(out[1], !out[0], "torn");
+                            assert_eq!(out[0], accounted, "out of order");
+                            accounted += 1;
+                        }
+                        Read::Lagged(n) => accounted += n,
+                        Read::Empty => unreachable!(),
+                    }
+                }
+                assert_eq!(accounted, 3);
+            });
+            let p = Publisher::attach(h.ring(), false);
+            for v in 0..3u64 {
+                assert!(publish(&p, &[v, !v]));
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_broadcast_late_joiner_is_never_overwritten() {
+        // A lossless publisher writes two messages into one slot while a subscriber
+        // joins at the oldest message: wherever it starts, the publisher respects its
+        // cursor from there on (the floor protocol's Dekker pair), so it never lags.
+        loom::model(|| {
+            let h = Arc::new(HeapRing::new(1, 1, 1));
+            let h2 = h.clone();
+            let publisher = thread::spawn(move || {
+                let p = Publisher::attach(h2.ring(), true);
+                publish_spin(&p, &[1]);
+                publish_spin(&p, &[2]);
+            });
+            let s = Subscriber::join(h.ring(), 0, 1, Start::Oldest).unwrap();
+            let mut out = [0u64];
+            while s.pos() < 2 {
+                match read_spin(&s, &mut out) {
+                    Read::Got => assert_eq!(out[0], s.pos()),
+                    r => panic!("a joiner was overwritten: {r:?}"),
+                }
+            }
+            publisher.join().unwrap();
+        });
+    }
+
+    /// A blocking read, as `Subscriber::recv` waits.
+    fn read_blocking(s: &Subscriber) -> u64 {
+        let w = &s.ring().ctl().not_empty.w;
+        let mut out = [0u64];
+        wait::block_on(
+            w,
+            None,
+            WaitStrategy::Block,
+            None,
+            super::NEVER,
+            |_| match read(s, &mut out) {
+                Read::Got => Attempt::Ready(out[0]),
+                _ => Attempt::Pending,
+            },
+            || None,
+        )
+        .expect("no deadline")
+    }
+
+    #[test]
+    fn loom_broadcast_every_sleeping_subscriber_is_woken() {
+        // Two subscribers asleep on the same word, one message: a wake-up of one
+        // sleeper (as MPMC does) would leave the other asleep for ever.
+        loom::model(|| {
+            let h = Arc::new(HeapRing::new(2, 1, 2));
+            let readers: Vec<_> = (0..2)
+                .map(|i| {
+                    let s = Subscriber::join(h.ring(), i, 1 + i as u64, Start::Next).unwrap();
+                    let h = h.clone();
+                    thread::spawn(move || {
+                        let _keep = &h;
+                        read_blocking(&s)
+                    })
+                })
+                .collect();
+            let p = Publisher::attach(h.ring(), true);
+            assert!(publish(&p, &[7]));
+            wait::notify_every(&h.ring().ctl().not_empty.w);
+            for r in readers {
+                assert_eq!(r.join().unwrap(), 7);
+            }
+        });
+    }
+}
