@@ -2,8 +2,8 @@
 
 use crate::error::OpenError;
 use crate::layout::{
-    ConfigSnapshot, FLAVOR_SPSC, HEADER_SIZE, Header, INIT_CREATING, INIT_READY, KIND_BYTES, MAGIC,
-    MAX_PEERS,
+    ConfigSnapshot, CursorLine, FLAVOR_BROADCAST, FLAVOR_MPMC, FLAVOR_SPSC, HEADER_SIZE, Header,
+    INIT_CREATING, INIT_READY, KIND_BYTES, MAGIC, MAX_PEERS,
 };
 use crate::peers::{self, EntryState};
 use crate::sync::Ordering;
@@ -22,11 +22,28 @@ pub struct PeerInfo {
     /// Inode of the holder's PID namespace (`stat -L /proc/PID/ns/pid`), so a pid
     /// from another container can be told apart; 0 if unknown.
     pub pid_namespace: u32,
-    /// `"sender"` or `"receiver"`.
+    /// `"sender"` or `"receiver"` (`"publisher"` or `"subscriber"` in a broadcast
+    /// channel).
     pub role: &'static str,
     /// Attach generation.
     pub generation: u32,
     /// Whether the holder is alive now (it holds its liveness lock).
+    pub alive: bool,
+}
+
+/// A broadcast subscriber's cursor, as its line in the segment says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberInfo {
+    /// Index of the cursor (the subscriber holds peer entry `cursor + 1`).
+    pub cursor: usize,
+    /// The next position it reads.
+    pub position: u64,
+    /// Messages published that it has not read (`tail - position`).
+    pub lag: u64,
+    /// Messages it missed (lapped under the overwrite policy, or evicted).
+    pub missed: u64,
+    /// Whether its holder is alive (holds its liveness lock).
     pub alive: bool,
 }
 
@@ -36,8 +53,12 @@ pub struct PeerInfo {
 pub struct ChannelInfo {
     /// The channel's name (without the leading `/`).
     pub name: String,
-    /// `"spsc"` or `"mpmc"`.
+    /// `"spsc"`, `"mpmc"` or `"broadcast"`.
     pub flavor: &'static str,
+    /// Broadcast: `"lossless"` or `"overwrite"`; empty for other flavors.
+    pub policy: &'static str,
+    /// Broadcast: the cursors that count (a subscriber attached to each).
+    pub subscribers: Vec<SubscriberInfo>,
     /// `"typed"` or `"bytes"`.
     pub kind: &'static str,
     /// Slots.
@@ -54,7 +75,7 @@ pub struct ChannelInfo {
     pub size_bytes: u64,
     /// Producer position.
     pub tail: u64,
-    /// Consumer position.
+    /// Consumer position (broadcast: the slowest subscriber's).
     pub head: u64,
     /// Pid of the creator.
     pub creator_pid: u32,
@@ -173,6 +194,56 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
             ring.tail.pos.load(Ordering::Relaxed),
         )
     };
+    let mut subscribers = Vec::new();
+    let (mut head, mut tail) = (head, tail);
+    if geo.flavor == FLAVOR_BROADCAST {
+        // SAFETY: the geometry (checked against the object's size above) puts
+        // `geo.subscribers` cursor lines of 128 bytes at HEADER_SIZE; they are atomics,
+        // only loaded here.
+        let cursors = unsafe {
+            std::slice::from_raw_parts(
+                map.as_ptr().add(HEADER_SIZE) as *const CursorLine,
+                geo.subscribers as usize,
+            )
+        };
+        // The publisher stores its position every 16 messages: scan past the hint.
+        // SAFETY: as above: the control lines, the cursor lines and the slots (after
+        // them, as the validated geometry says) are inside the read-only mapping, which
+        // outlives the ring; the ring only loads.
+        tail = unsafe {
+            crate::broadcast::ring::Ring::new(
+                ring,
+                cursors.as_ptr(),
+                cursors.len(),
+                map.as_ptr().add(geo.slots_offset).cast_mut(),
+                &geo,
+            )
+        }
+        .scan_tail();
+        head = tail;
+        for (cursor, c) in cursors.iter().enumerate() {
+            if c.owner.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let position = c.pos.load(Ordering::Acquire);
+            let alive = u8::try_from(cursor + 1).is_ok_and(&locked);
+            if alive {
+                head = head.min(position);
+            }
+            subscribers.push(SubscriberInfo {
+                cursor,
+                position,
+                lag: tail.saturating_sub(position),
+                missed: c.missed.load(Ordering::Relaxed),
+                alive,
+            });
+        }
+    }
+    let role_names = if geo.flavor == FLAVOR_BROADCAST {
+        ["publisher", "subscriber"]
+    } else {
+        ["sender", "receiver"]
+    };
     let mut peer_list = Vec::new();
     for (index, e) in peers_table
         .iter()
@@ -186,11 +257,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
                 index,
                 pid,
                 pid_namespace,
-                role: if holder.role == 0 {
-                    "sender"
-                } else {
-                    "receiver"
-                },
+                role: role_names[usize::from(holder.role != 0)],
                 generation: holder.generation,
                 alive: locked(index as u8),
             });
@@ -198,11 +265,17 @@ pub fn inspect(name: &str) -> Result<ChannelInfo, OpenError> {
     }
     Ok(ChannelInfo {
         name: path[1..].to_owned(),
-        flavor: if geo.flavor == FLAVOR_SPSC {
-            "spsc"
-        } else {
-            "mpmc"
+        flavor: match geo.flavor {
+            FLAVOR_SPSC => "spsc",
+            FLAVOR_MPMC => "mpmc",
+            _ => "broadcast",
         },
+        policy: match (geo.flavor, snap.policy) {
+            (FLAVOR_BROADCAST, crate::layout::POLICY_OVERWRITE) => "overwrite",
+            (FLAVOR_BROADCAST, _) => "lossless",
+            _ => "",
+        },
+        subscribers,
         kind: if geo.kind == KIND_BYTES {
             "bytes"
         } else {

@@ -80,7 +80,7 @@ pub use error::{
     TrySendError,
 };
 #[cfg(not(loom))]
-pub use inspect::{ChannelInfo, PeerInfo, inspect, list};
+pub use inspect::{ChannelInfo, PeerInfo, SubscriberInfo, inspect, list};
 pub use options::{CreateMode, Options};
 #[cfg(not(loom))]
 pub use spsc::bytes::{ByteReceiver, ByteRef, ByteSendError, ByteSender, ByteSlot};

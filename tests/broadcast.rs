@@ -360,10 +360,28 @@ fn attach_checks_roles_policies_and_flavors() {
     }
     // The one left still gets everything (Start::Oldest sees what came before).
     tx.send(5).expect("send");
+    tx.send(6).expect("send");
+    let info = shmchan::inspect(&name).expect("inspect");
+    assert_eq!((info.flavor, info.policy), ("broadcast", "overwrite"));
+    let roles: Vec<_> = info
+        .peers
+        .iter()
+        .map(|p| (p.index, p.role, p.alive))
+        .collect();
+    assert_eq!(roles, [(0, "publisher", true), (1, "subscriber", true)]);
+    assert_eq!(info.subscribers.len(), 1);
+    let c = &info.subscribers[0];
+    assert_eq!(
+        (c.cursor, c.position, c.lag, c.missed, c.alive),
+        (0, 0, 2, 0, true)
+    );
+    assert_eq!((info.tail, info.len()), (2, 2));
     assert_eq!(a.try_recv(), Ok(5));
+    assert_eq!(a.try_recv(), Ok(6));
     let late = Subscriber::<u64>::with_options(&name, &Options::new().start(Start::Oldest))
         .expect("late subscriber");
     assert_eq!(late.try_recv(), Ok(5));
+    assert_eq!(late.try_recv(), Ok(6));
     drop((tx, a, late));
     drop(guard);
     common::assert_shm_gone(&[&name]);

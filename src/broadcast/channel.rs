@@ -405,6 +405,7 @@ impl<T: Pod> Drop for Publisher<T> {
         if self.at.forked() {
             return;
         }
+        self.ring.store_tail();
         self.at.release();
         // Subscribers waiting for a message learn that none will come.
         wait::notify_all(&self.ring.ring().ctl().not_empty.w);
@@ -508,7 +509,7 @@ impl<T: Pod> Subscriber<T> {
     /// Messages published that this subscriber has not received yet (a snapshot; at
     /// most the capacity counts as still in the ring).
     pub fn len(&self) -> usize {
-        let behind = self.ring.ring().tail().saturating_sub(self.ring.pos());
+        let behind = self.ring.ring().scan_tail().saturating_sub(self.ring.pos());
         behind.min(self.ring.ring().capacity()) as usize
     }
 

@@ -43,6 +43,13 @@ use crate::options::Start;
 use crate::sync::{AtomicU64, Ordering, fence};
 use std::cell::Cell;
 
+/// The publisher stores its position in the header every this many messages (a store
+/// per message cost the stream a third of its rate; see the SPSC ring), or after every
+/// message in a ring of fewer than twice as many slots, so that the hint is never more
+/// than half a lap behind. Readers of the hint scan forward over the slots published
+/// after it.
+pub(crate) const TAIL_HINT_EVERY: u64 = 16;
+
 /// Sequence word while position `p` is being written.
 #[inline]
 pub(crate) fn writing(p: u64) -> u64 {
@@ -153,11 +160,29 @@ impl Ring {
         self.word(pos, 0)
     }
 
-    /// The publisher's position (positions below it are published): a hint the
-    /// publisher stores after each message.
+    /// The publisher's position hint: positions below it are published; the
+    /// publisher stores it every [`TAIL_HINT_EVERY`] messages.
     #[inline]
     pub fn tail(&self) -> u64 {
         self.ctl().tail.pos.load(Ordering::Acquire)
+    }
+
+    /// The publisher's position: the hint, then past the slots published after it
+    /// (at most a ring's worth).
+    pub fn scan_tail(&self) -> u64 {
+        self.scan_from(self.tail())
+    }
+
+    /// The first position from `t` on that is not published (at most a ring's worth
+    /// later).
+    fn scan_from(&self, mut t: u64) -> u64 {
+        for _ in 0..self.capacity() {
+            if self.seq(t).load(Ordering::Acquire) != published(t) {
+                break;
+            }
+            t = t.wrapping_add(1);
+        }
+        t
     }
 
     /// The floor: no subscriber joins below it (see the module docs).
@@ -236,6 +261,8 @@ impl Ring {
 pub(crate) struct Publisher {
     ring: Ring,
     tail: Cell<u64>,
+    /// The tail hint is stored when `tail & hint_mask == 0`.
+    hint_mask: u64,
     /// Lossless: the slowest cursor at the last rescan; positions below it plus the
     /// capacity may be written without another (compared by distance, so garbage
     /// positions near `u64::MAX` cannot make the ring look full forever).
@@ -245,21 +272,19 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     /// Takes over the publishing end at the position the segment says: the tail hint,
-    /// then past any slot a predecessor published after its last hint (at most one:
-    /// it stores the hint right after publishing). A slot a predecessor left half
-    /// written is written again.
+    /// then past any slot a predecessor published after its last hint. A slot a
+    /// predecessor left half written is written again.
     pub fn attach(ring: Ring, lossless: bool) -> Publisher {
-        let mut t = ring.tail();
-        for _ in 0..ring.capacity() {
-            if ring.seq(t).load(Ordering::Acquire) != published(t) {
-                break;
-            }
-            t = t.wrapping_add(1);
-        }
+        let t = ring.scan_tail();
         ring.ctl().tail.pos.store(t, Ordering::Release);
         Publisher {
             ring,
             tail: Cell::new(t),
+            hint_mask: if ring.capacity() >= 2 * TAIL_HINT_EVERY {
+                TAIL_HINT_EVERY - 1
+            } else {
+                0
+            },
             slowest: Cell::new(t.wrapping_sub(ring.capacity())),
             lossless,
         }
@@ -323,7 +348,18 @@ impl Publisher {
         seq.store(published(p), Ordering::Release);
         let next = p.wrapping_add(1);
         self.tail.set(next);
-        self.ring.ctl().tail.pos.store(next, Ordering::Release);
+        if next & self.hint_mask == 0 {
+            self.ring.ctl().tail.pos.store(next, Ordering::Release);
+        }
+    }
+
+    /// Stores the exact position in the header (when the publisher leaves).
+    pub fn store_tail(&self) {
+        self.ring
+            .ctl()
+            .tail
+            .pos
+            .store(self.tail.get(), Ordering::Release);
     }
 
     /// Stops counting cursor `i` if its owner is still `owner` (a subscriber found
@@ -395,7 +431,7 @@ impl Subscriber {
         // The Dekker fence with the publisher's rescan (module docs).
         fence(Ordering::SeqCst);
         let f = ring.floor();
-        let t = ring.tail();
+        let t = ring.scan_tail();
         // Overwrite mode has no floor (the publisher never scans): the oldest message
         // is the one in the slot the publisher writes next.
         let oldest = s0.max(f).max(t.saturating_sub(cap));
@@ -489,13 +525,17 @@ impl Subscriber {
     #[cold]
     fn lagged(&self, c: u64, seq: u64) -> Read {
         let cap = self.ring.capacity();
-        let newest = position_of(seq)
-            .unwrap_or(c)
-            .max(self.ring.tail().saturating_sub(1));
-        let to = newest
-            .saturating_add(1)
-            .saturating_sub(cap)
-            .max(c.wrapping_add(1));
+        // Where the publisher is: from what the slot showed (or the hint, if later),
+        // past everything published since.
+        let seen = position_of(seq).unwrap_or(c).max(self.ring.tail());
+        let n = self.ring.scan_from(seen);
+        // Slots hold positions n - cap .. n - 1, less the one being rewritten for n.
+        let oldest = if self.ring.seq(n).load(Ordering::Acquire) == writing(n) {
+            n.saturating_add(1).saturating_sub(cap)
+        } else {
+            n.saturating_sub(cap)
+        };
+        let to = oldest.max(c.wrapping_add(1));
         let missed = to.wrapping_sub(c);
         self.line().missed.fetch_add(missed, Ordering::Relaxed);
         self.advance(to);

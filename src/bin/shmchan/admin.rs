@@ -56,6 +56,11 @@ fn info_json(i: &ChannelInfo) -> serde_json::Value {
         "sleeping_senders": i.sleeping_senders,
         "sender_attaches": i.sender_attaches,
         "receiver_attaches": i.receiver_attaches,
+        "policy": i.policy,
+        "subscribers": i.subscribers.iter().map(|c| json!({
+            "cursor": c.cursor, "position": c.position, "lag": c.lag, "missed": c.missed,
+            "alive": c.alive,
+        })).collect::<Vec<_>>(),
         "peers": i.peers.iter().map(|p| json!({
             "index": p.index, "pid": p.pid, "pid_namespace": p.pid_namespace, "role": p.role,
             "generation": p.generation, "alive": p.alive,
@@ -111,7 +116,11 @@ pub fn stat(name: &str, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!("name            {}", i.name);
-    println!("flavor / kind   {} / {}", i.flavor, i.kind);
+    if i.policy.is_empty() {
+        println!("flavor / kind   {} / {}", i.flavor, i.kind);
+    } else {
+        println!("flavor / kind   {} ({}) / {}", i.flavor, i.policy, i.kind);
+    }
     println!(
         "capacity        {} slots of {} bytes",
         i.capacity, i.slot_size
@@ -150,6 +159,16 @@ pub fn stat(name: &str, as_json: bool) -> Result<()> {
             p.pid_namespace,
             p.generation,
             if p.alive { "alive" } else { "DEAD" }
+        );
+    }
+    for c in &i.subscribers {
+        println!(
+            "cursor {:<3}      position {} lag {} missed {} {}",
+            c.cursor,
+            c.position,
+            c.lag,
+            c.missed,
+            if c.alive { "alive" } else { "DEAD" }
         );
     }
     Ok(())

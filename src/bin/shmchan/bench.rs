@@ -36,11 +36,11 @@ pub struct BenchArgs {
     /// Wait strategies for round trips: busy, spin (the default strategy), block.
     #[arg(long, value_delimiter = ',', default_value = "busy,spin")]
     modes: Vec<String>,
-    /// What to run: rtt, stream, idle, baselines, mpmc.
+    /// What to run: rtt, stream, idle, baselines, mpmc, bcast.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rtt,stream,idle,baselines,mpmc"
+        default_value = "rtt,stream,idle,baselines,mpmc,bcast"
     )]
     only: Vec<String>,
     /// Producer and consumer process counts for the MPMC runs (every combination).
@@ -800,7 +800,9 @@ fn rtt_line(mut chunk: impl FnMut(usize) -> Result<Record>, iters: usize) -> Res
         floors.push(baselines::floor_probe(per_floor)?);
         let mut r = rec.ok_or("no measurement")?;
         r.samples.sort_unstable();
-        r.cpu_ns_per_msg = Some(cpu.iter().sum::<f64>() / cpu.len().max(1) as f64);
+        if !cpu.is_empty() {
+            r.cpu_ns_per_msg = Some(cpu.iter().sum::<f64>() / cpu.len() as f64);
+        }
         let before = floors.first().map_or(0, |f| f.median());
         let after = floors.last().map_or(0, |f| f.median());
         let mut pooled = RttSamples::default();
@@ -893,6 +895,9 @@ fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
     }
     if want("baselines") {
         steps += args.sizes.len() as u64 * 2 + 1;
+    }
+    if want("bcast") {
+        steps += 5;
     }
     let pb = ProgressBar::new(steps);
     pb.set_style(
@@ -998,6 +1003,36 @@ fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
                 mpmc: Some((r.producers, r.consumers, r.arrayqueue_msgs_per_s)),
                 ..Default::default()
             });
+        }
+    }
+    if want("bcast") {
+        pb.set_message("broadcast round trip 8 B busy");
+        recs.push(rtt_line(
+            |n| {
+                Ok(Record {
+                    bench: "bcast_rtt",
+                    size: 8,
+                    mode: "busy".into(),
+                    samples: crate::bcast_bench::rtt(n)?,
+                    ..Default::default()
+                })
+            },
+            args.iters,
+        )?);
+        pb.inc(1);
+        let n = stream_msgs(args, 8);
+        for (subs, busy) in [(1, true), (1, false), (2, false), (4, false)] {
+            pb.set_message(format!("broadcast stream to {subs} subscribers"));
+            recs.push(with_floor(|| {
+                let took = crate::bcast_bench::stream(subs, n as u64, busy)?;
+                let mode = if busy {
+                    "1 sub busy".to_owned()
+                } else {
+                    format!("{subs} sub spin")
+                };
+                Ok(Record::throughput("bcast", 8, &mode, n, took))
+            })?);
+            pb.inc(1);
         }
     }
     pb.finish_and_clear();

@@ -9,6 +9,7 @@
 
 mod admin;
 mod baselines;
+mod bcast_bench;
 mod bench;
 mod mpmc_bench;
 mod rtrb_baseline;
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
     // Re-executed copies of this binary serve as the second process of a benchmark.
     baselines::maybe_run_child();
     bench::maybe_run_child();
+    bcast_bench::maybe_run_child();
     mpmc_bench::maybe_run_child();
     soak::maybe_run_child();
     let cli = Cli::parse();
