@@ -30,6 +30,18 @@ pub(crate) struct Wanted {
 }
 
 impl Wanted {
+    /// Byte messages of up to `max_len` bytes in a channel of `flavor`.
+    pub fn bytes(flavor: u32, max_len: usize) -> Wanted {
+        Wanted {
+            flavor,
+            kind: layout::KIND_BYTES,
+            msg_size: max_len as u64,
+            msg_align: 1,
+            fingerprint: layout::fnv1a(b"shmchan::bytes"),
+            type_name: "bytes",
+        }
+    }
+
     /// Messages of type `T` in a channel of `flavor`.
     pub fn typed<T: bytemuck::Pod>(flavor: u32) -> Wanted {
         let name = std::any::type_name::<T>();

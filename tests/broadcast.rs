@@ -386,3 +386,116 @@ fn attach_checks_roles_policies_and_flavors() {
     drop(guard);
     common::assert_shm_gone(&[&name]);
 }
+
+#[test]
+fn batches_refs_and_bytes_in_one_process() {
+    let (mut guard, name) = ShmGuard::fresh("bcast-batch");
+    let mut tx =
+        Publisher::<u64>::with_options(&name, &create(8, 2, Policy::Lossless)).expect("create");
+    let mut a = Subscriber::<u64>::open(&name).expect("a");
+    let b = Subscriber::<u64>::open(&name).expect("b");
+    // A batch takes the room there is: 8 slots.
+    assert_eq!(tx.try_send_batch(&(0..20).collect::<Vec<_>>()), Ok(8));
+    assert_eq!(
+        tx.try_send_batch(&[99]),
+        Err(shmchan::TrySendError::Full(()))
+    );
+    let mut out = [0u64; 5];
+    assert_eq!(a.try_recv_batch(&mut out), Ok(5));
+    assert_eq!(out, [0, 1, 2, 3, 4]);
+    // In place (lossless): the publisher waits for the borrowed slot.
+    {
+        let r = a.try_recv_ref().expect("ref");
+        assert_eq!(*r, 5);
+    }
+    let mut seen = vec![];
+    assert_eq!(a.try_recv_batch_with(10, |v| seen.push(v)), Ok(2));
+    assert_eq!(seen, [6, 7]);
+    assert_eq!(a.try_recv(), Err(TryRecvError::Empty));
+    // b has read nothing: still full for the publisher.
+    assert_eq!(
+        tx.try_send_batch(&[8]),
+        Err(shmchan::TrySendError::Full(()))
+    );
+    let mut out = [0u64; 8];
+    assert_eq!(b.try_recv_batch(&mut out), Ok(8));
+    // A panic in `make` publishes nothing of its batch.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tx.try_send_batch_with(4, |i| {
+            if i == 2 {
+                panic!("make")
+            } else {
+                100 + i as u64
+            }
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(a.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(tx.try_send_batch_with(3, |i| 200 + i as u64), Ok(3));
+    assert_eq!(a.try_recv(), Ok(200));
+    // A panic in `take` leaves what it was handed received, the rest in the ring.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.try_recv_batch_with(10, |v| {
+            if v == 201 {
+                panic!("take")
+            }
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(a.try_recv(), Ok(202));
+    drop((tx, a, b));
+
+    // Overwrite: no borrowing in place; a lag found inside a batch is reported next.
+    let ow = common::unique_name("bcast-batch-ow");
+    guard.add(&ow);
+    let tx = Publisher::<u64>::with_options(&ow, &create(4, 1, Policy::Overwrite)).expect("ow");
+    let mut s = Subscriber::<u64>::open(&ow).expect("sub");
+    assert!(matches!(
+        s.try_recv_ref(),
+        Err(shmchan::broadcast::RecvRefError::Overwrite)
+    ));
+    tx.send(0).expect("send");
+    tx.send(1).expect("send");
+    let mut out = [0u64; 8];
+    assert_eq!(s.try_recv_batch(&mut out[..1]), Ok(1));
+    for v in 2..12 {
+        tx.send(v).expect("send");
+    }
+    // Positions 8..=11 are in the ring; 1..=7 were overwritten.
+    assert_eq!(s.try_recv_batch(&mut out), Err(TryRecvError::Lagged(7)));
+    assert_eq!(s.try_recv_batch(&mut out), Ok(4));
+    assert_eq!(out[..4], [8, 9, 10, 11]);
+    drop((tx, s));
+
+    // Byte messages.
+    let bn = common::unique_name("bcast-bytes");
+    guard.add(&bn);
+    let tx =
+        shmchan::broadcast::BytePublisher::with_options(&bn, 40, &create(4, 2, Policy::Overwrite))
+            .expect("bytes");
+    let s1 = shmchan::broadcast::ByteSubscriber::open(&bn).expect("s1");
+    let s2 = shmchan::broadcast::ByteSubscriber::open(&bn).expect("s2");
+    assert_eq!(s1.max_len(), 40);
+    for m in [&b""[..], b"a", b"0123456789abcdef", &[7u8; 40][..]] {
+        tx.send(m).expect("send");
+        assert_eq!(s1.try_recv().expect("s1"), m);
+    }
+    assert!(matches!(
+        tx.send(&[0; 41]),
+        Err(shmchan::ByteSendError::TooLong(_))
+    ));
+    // s2 read nothing, and the ring of 4 holds all four.
+    assert_eq!(s2.len(), 4);
+    let mut buf = Vec::new();
+    assert_eq!(s2.try_recv_into(&mut buf), Ok(0));
+    assert_eq!(s2.try_recv_into(&mut buf), Ok(1));
+    tx.send(b"x").expect("send");
+    tx.send(b"y").expect("send");
+    tx.send(b"z").expect("send");
+    // Lapped: positions 3..=6 are in the ring; 2 is gone.
+    assert_eq!(s2.try_recv_into(&mut buf), Err(TryRecvError::Lagged(1)));
+    assert_eq!(s2.try_recv().expect("s2"), vec![7u8; 40]);
+    drop((tx, s1, s2));
+    drop(guard);
+    common::assert_shm_gone(&[&name, &ow, &bn]);
+}

@@ -1,123 +1,104 @@
 //! The typed public handles of a broadcast channel: [`Publisher`] and [`Subscriber`].
 
-use super::error::{RecvError, RecvTimeoutError, TryRecvError};
-use super::ring::{self, Read, Ring};
+use super::core::{PubCore, SubCore};
+use super::error::{RecvError, RecvRefError, RecvTimeoutError, TryRecvError};
+use super::ring::Read;
 use crate::error::{OpenError, SendError, SendTimeoutError, TrySendError};
 use crate::layout::FLAVOR_BROADCAST;
 use crate::options::{CreateMode, Options, Policy};
-use crate::peers::{self, Claim, ClaimError, EntryState, Role};
-use crate::shared::{Shared, Wanted};
+use crate::shared::Wanted;
 use crate::spsc::endpoint::deadline_in;
-use crate::sync::Ordering;
-use crate::wait::{self, Attempt, WaitStrategy};
 use bytemuck::Pod;
-use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-/// The publisher's entry in the peer table; subscriber `i` holds entry `i + 1`.
-const PUBLISHER_ENTRY: usize = 0;
+/// Methods every publisher shares (typed and byte).
+macro_rules! publisher_methods {
+    () => {
+        /// Number of slots.
+        pub fn capacity(&self) -> usize {
+            self.core.ring.ring().capacity() as usize
+        }
 
-/// The mapping, our peer claim and the waiting settings of one handle.
-struct Attached {
-    shared: Shared,
-    claim: Claim,
-    wait: WaitStrategy,
-    liveness: Duration,
-    /// When the polling path may next probe liveness (a syscall); `None`: never.
-    next_probe: Cell<Option<Instant>>,
-    /// The fork generation this handle attached in; in a forked child it is inert.
-    fork_gen: u32,
+        /// The policy the channel was created with.
+        pub fn policy(&self) -> Policy {
+            self.core.policy()
+        }
+
+        /// How many subscribers may be attached at once.
+        pub fn max_subscribers(&self) -> usize {
+            self.core.ring.ring().cursors().len()
+        }
+
+        /// Subscribers attached now (a snapshot; one killed is counted until the
+        /// publisher, blocked by it, finds it gone).
+        pub fn subscriber_count(&self) -> usize {
+            self.core.subscriber_count()
+        }
+
+        /// Messages published on this channel so far (the position of the next one).
+        pub fn position(&self) -> u64 {
+            self.core.ring.tail()
+        }
+
+        /// Whether this handle created the segment and will remove its name on drop.
+        pub fn owns_name(&self) -> bool {
+            self.core.shared().seg.owns_name()
+        }
+
+        /// Keep the segment's name when this (creating) handle is dropped.
+        pub fn keep(&mut self) {
+            self.core.keep();
+        }
+    };
 }
+pub(crate) use publisher_methods;
 
-impl Attached {
-    fn new(shared: Shared, claim: Claim, opts: &Options) -> Attached {
-        if let Some(dead) = claim.took_over {
-            shared.forget_holder(dead);
+/// Methods every subscriber shares (typed and byte).
+macro_rules! subscriber_methods {
+    () => {
+        /// Number of slots.
+        pub fn capacity(&self) -> usize {
+            self.core.ring.ring().capacity() as usize
         }
-        Attached {
-            shared,
-            claim,
-            wait: opts.wait,
-            liveness: opts.liveness_interval,
-            next_probe: Cell::new(deadline_in(opts.liveness_interval)),
-            fork_gen: crate::sys::process::generation(),
+
+        /// Messages published that this subscriber has not received yet (a snapshot;
+        /// at most the capacity counts as still in the ring).
+        pub fn len(&self) -> usize {
+            self.core.len()
         }
-    }
 
-    /// The ring over this segment (validated at attach).
-    fn ring(&self) -> Ring {
-        let cursors = self.shared.cursors();
-        // SAFETY: the header was validated: the control lines, `cursors.len()` cursor
-        // lines and the slot array (capacity * slot_size bytes at slots_offset, page
-        // aligned) are inside the mapping, which `self.shared` keeps alive as long as
-        // the handle that holds both the ring and this `Attached`.
-        unsafe {
-            Ring::new(
-                self.shared.header().ring,
-                cursors.as_ptr(),
-                cursors.len(),
-                self.shared.slots(),
-                &self.shared.geo,
-            )
+        /// Whether there is nothing to receive now.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
         }
-    }
 
-    /// Inert in a process forked after the attach. One relaxed load.
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork_gen != crate::sys::process::generation()
-    }
-
-    /// Whether this call may probe liveness (at most once per liveness interval).
-    fn probe_due(&self) -> bool {
-        let now = Instant::now();
-        let due = self.next_probe.get().is_some_and(|t| now >= t);
-        if due {
-            self.next_probe.set(now.checked_add(self.liveness));
+        /// The position of the next message this subscriber receives.
+        pub fn position(&self) -> u64 {
+            self.core.ring.pos()
         }
-        due
-    }
 
-    /// The state of entry `index`, probing its holder's liveness if `probe` (and
-    /// vacating it if the holder died).
-    fn entry(&self, index: usize, probe: bool) -> EntryState {
-        peers::check(
-            &self.shared.seg.file,
-            &self.shared.header().peers[index],
-            index,
-            probe,
-            |dead| self.shared.forget_holder(dead),
-        )
-    }
+        /// Whether the publisher is gone (it was attached, and left or died). Probes
+        /// its liveness at most once per liveness interval.
+        pub fn is_disconnected(&self) -> bool {
+            self.core.publisher_gone_rate_limited()
+        }
 
-    fn registration(&self, word: u32) -> wait::Registration<'_> {
-        peers::registration(
-            &self.shared.header().peers[self.claim.index],
-            self.claim,
-            word,
-        )
-    }
+        /// Whether this handle created the segment and will remove its name on drop.
+        pub fn owns_name(&self) -> bool {
+            self.core.shared().seg.owns_name()
+        }
 
-    fn release(&self) {
-        let hdr = self.shared.header();
-        peers::release(
-            &self.shared.seg.file,
-            &hdr.peers[self.claim.index],
-            self.claim,
-            |left| self.shared.forget_holder(left),
-        );
-    }
+        /// Keep the segment's name when this (creating) handle is dropped.
+        pub fn keep(&mut self) {
+            self.core.keep();
+        }
+    };
 }
-
-fn role_taken(role: &'static str) -> impl Fn(ClaimError) -> OpenError {
-    move |e| match e {
-        ClaimError::Taken { pid } => OpenError::RoleTaken { role, pid },
-        ClaimError::Io(e) => OpenError::Io(e),
-    }
-}
+pub(crate) use subscriber_methods;
 
 /// The publishing half of a broadcast channel in shared memory.
 ///
@@ -139,8 +120,7 @@ fn role_taken(role: &'static str) -> impl Fn(ClaimError) -> OpenError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Publisher<T: Pod> {
-    ring: ring::Publisher,
-    at: Attached,
+    core: PubCore,
     _t: PhantomData<T>,
 }
 
@@ -153,7 +133,7 @@ impl<T: Pod> fmt::Debug for Publisher<T> {
         f.debug_struct("Publisher")
             .field("capacity", &self.capacity())
             .field("policy", &self.policy())
-            .field("tail", &self.ring.tail())
+            .field("position", &self.position())
             .finish()
     }
 }
@@ -204,117 +184,21 @@ impl<T: Pod> Publisher<T> {
     /// # Errors
     /// See [`OpenError`].
     pub fn with_options(name: &str, opts: &Options) -> Result<Publisher<T>, OpenError> {
-        let shared = Shared::attach(name, opts, &Wanted::typed::<T>(FLAVOR_BROADCAST))?;
-        let hdr = shared.header();
-        let claim = peers::claim(
-            &shared.seg.file,
-            &hdr.peers[PUBLISHER_ENTRY],
-            PUBLISHER_ENTRY,
-            Role::Sender,
-            hdr.peer_generation,
-        )
-        .map_err(role_taken("publisher"))?;
-        let lossless = shared.policy() == Policy::Lossless;
-        // The only waiter on `not_full` is the publisher: a count left there is a dead
-        // predecessor's.
-        hdr.ring.not_full.w.sleepers.store(0, Ordering::Relaxed);
-        hdr.attach.sender_attaches.fetch_add(1, Ordering::Relaxed);
-        let at = Attached::new(shared, claim, opts);
-        let ring = ring::Publisher::attach(at.ring(), lossless);
-        // Subscribers blocked on "is anyone there?" look again.
-        wait::notify_all(&at.shared.header().ring.not_empty.w);
         Ok(Publisher {
-            ring,
-            at,
+            core: PubCore::attach(name, opts, &Wanted::typed::<T>(FLAVOR_BROADCAST))?,
             _t: PhantomData,
         })
     }
 
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.ring.ring().capacity() as usize
-    }
+    publisher_methods!();
 
-    /// The policy the channel was created with.
-    pub fn policy(&self) -> Policy {
-        if self.ring_is_lossless() {
-            Policy::Lossless
-        } else {
-            Policy::Overwrite
-        }
-    }
-
-    fn ring_is_lossless(&self) -> bool {
-        self.at.shared.policy() == Policy::Lossless
-    }
-
-    /// How many subscribers may be attached at once.
-    pub fn max_subscribers(&self) -> usize {
-        self.ring.ring().cursors().len()
-    }
-
-    /// Subscribers attached now (a snapshot; one killed is counted until the
-    /// publisher or an inspection finds it gone).
-    pub fn subscriber_count(&self) -> usize {
-        self.ring
-            .ring()
-            .cursors()
-            .iter()
-            .filter(|c| c.owner.load(Ordering::Relaxed) != 0)
-            .count()
-    }
-
-    /// Messages published so far on this channel (the position of the next one).
-    pub fn position(&self) -> u64 {
-        self.ring.tail()
-    }
-
-    /// Whether this handle created the segment and will remove its name on drop.
-    pub fn owns_name(&self) -> bool {
-        self.at.shared.seg.owns_name()
-    }
-
-    /// Keep the segment's name when this (creating) handle is dropped.
-    pub fn keep(&mut self) {
-        self.at.shared.seg.keep();
-    }
-
-    /// Evicts the subscribers holding the publisher back whose holder is gone (its
-    /// entry no longer names it, or, with `probe`, its process died). Whether any was.
-    fn evict_gone(&self, probe: bool) -> bool {
-        let mut evicted = false;
-        let laggards: Vec<(usize, u64)> = self.ring.laggards().collect();
-        for (i, owner) in laggards {
-            let index = i + 1;
-            let holds = |st: EntryState| matches!(st, EntryState::Held(h) if u64::from(h.generation) == owner);
-            let st = self.at.entry(index, false);
-            let gone = !holds(st) || (probe && !holds(self.at.entry(index, true)));
-            if gone && self.ring.evict(i, owner) {
-                evicted = true;
-            }
-        }
-        evicted
-    }
-
-    /// Whether the next message may be written now; evicts gone subscribers first if
-    /// the ring is full (probing liveness at most once per interval).
+    /// Writes `msg` at `tail + k` (not yet published).
     #[inline]
-    fn room(&self) -> bool {
-        self.ring.has_room() || self.room_after_eviction(self.at.probe_due())
-    }
-
-    #[cold]
-    fn room_after_eviction(&self, probe: bool) -> bool {
-        self.evict_gone(probe) && self.ring.has_room()
-    }
-
-    #[inline]
-    fn publish(&self, msg: T) {
-        let bytes = bytemuck::bytes_of(&msg);
-        // SAFETY: `bytes` is readable for its length, which is size_of::<T>(), the
-        // channel's message size (checked at attach).
-        unsafe { self.ring.publish(bytes.as_ptr(), bytes.len()) };
-        wait::notify_every(&self.ring.ring().ctl().not_empty.w);
+    fn write(&self, k: u64, msg: &T) {
+        let bytes = bytemuck::bytes_of(msg);
+        // SAFETY: `bytes` is readable for size_of::<T>() bytes, the channel's message
+        // size (checked at attach); the caller got room for `tail + k`.
+        unsafe { self.core.ring.write(k, bytes.as_ptr(), bytes.len(), None) };
     }
 
     /// Sends `msg` if there is room, without waiting. Under [`Policy::Overwrite`]
@@ -324,15 +208,30 @@ impl<T: Pod> Publisher<T> {
     /// `Full(msg)` if the slowest live subscriber has not read the slot this message
     /// needs (lossless); `Disconnected(msg)` only in a process forked after the
     /// handle attached.
+    ///
+    /// ```
+    /// # use shmchan::broadcast::{Publisher, Subscriber};
+    /// # use shmchan::TrySendError;
+    /// # let name = format!("doc-bcast-try-send-{}", std::process::id());
+    /// let tx = Publisher::<u32>::create(&name, 2)?;
+    /// let rx = Subscriber::<u32>::open(&name)?;
+    /// tx.try_send(1)?;
+    /// tx.try_send(2)?;
+    /// assert_eq!(tx.try_send(3), Err(TrySendError::Full(3))); // rx has read nothing
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// tx.try_send(3)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        if self.at.forked() {
+        if self.core.forked() {
             return Err(TrySendError::Disconnected(msg));
         }
-        if !self.room() {
+        if self.core.try_room(1) == 0 {
             return Err(TrySendError::Full(msg));
         }
-        self.publish(msg);
+        self.write(0, &msg);
+        self.core.commit(1);
         Ok(())
     }
 
@@ -365,50 +264,87 @@ impl<T: Pod> Publisher<T> {
         msg: T,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<(), SendTimeoutError<T>> {
-        if self.at.forked() {
+        if self.core.forked() {
             return Err(SendTimeoutError::Disconnected(msg));
         }
-        if !self.room() && !self.wait_for_room(deadline.into()) {
+        if !self.core.room(deadline.into()) {
             return Err(SendTimeoutError::Timeout(msg));
         }
-        self.publish(msg);
+        self.write(0, &msg);
+        self.core.commit(1);
         Ok(())
     }
 
-    /// Waits until the next slot may be written; `false` at the deadline.
-    #[cold]
-    fn wait_for_room(&self, deadline: Option<Instant>) -> bool {
-        let w = &self.ring.ring().ctl().not_full.w;
-        let r = wait::block_on(
-            w,
-            Some(self.at.registration(peers::NOT_FULL)),
-            self.at.wait,
-            deadline,
-            self.at.liveness,
-            |_| {
-                if self.ring.has_room() {
-                    Attempt::Ready(())
-                } else {
-                    Attempt::Pending
-                }
-            },
-            || self.room_after_eviction(true).then_some(()),
-        );
-        // A deadline shorter than the liveness interval never reaches a slice: look
-        // for gone subscribers as a `try_send` would (rate limited).
-        r.is_ok() || self.room()
-    }
-}
-
-impl<T: Pod> Drop for Publisher<T> {
-    fn drop(&mut self) {
-        if self.at.forked() {
-            return;
+    /// Sends as many of `msgs` as there is room for now, in order, published
+    /// together; returns how many (at least one, or zero if `msgs` is empty).
+    ///
+    /// # Errors
+    /// `Full(())` if there is room for none, `Disconnected(())` in a forked child.
+    ///
+    /// ```
+    /// # use shmchan::broadcast::{Publisher, Subscriber};
+    /// # let name = format!("doc-bcast-batch-{}", std::process::id());
+    /// let tx = Publisher::<u64>::create(&name, 4)?;
+    /// let rx = Subscriber::<u64>::open(&name)?;
+    /// assert_eq!(tx.try_send_batch(&[1, 2, 3, 4, 5, 6])?, 4);
+    /// let mut out = [0; 8];
+    /// assert_eq!(rx.try_recv_batch(&mut out)?, 4);
+    /// assert_eq!(out[..4], [1, 2, 3, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_send_batch(&self, msgs: &[T]) -> Result<usize, TrySendError<()>> {
+        if self.core.forked() {
+            return Err(TrySendError::Disconnected(()));
         }
-        self.ring.store_tail();
-        self.at.release();
-        // Subscribers waiting for a message learn that none will come.
-        wait::notify_all(&self.ring.ring().ctl().not_empty.w);
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let n = self.core.try_room(msgs.len() as u64);
+        if n == 0 {
+            return Err(TrySendError::Full(()));
+        }
+        for (k, m) in msgs[..n as usize].iter().enumerate() {
+            self.write(k as u64, m);
+        }
+        self.core.commit(n);
+        Ok(n as usize)
+    }
+
+    /// Sends up to `n` messages made by `make(i)`, as many as there is room for now;
+    /// returns how many. Every `make` runs before anything is published, so if one
+    /// panics nothing of the batch is published. Takes `&mut self`: `make` cannot
+    /// reach this publisher.
+    ///
+    /// ```compile_fail
+    /// # use shmchan::broadcast::Publisher;
+    /// # let mut tx = Publisher::<u64>::create("doc-bcast-reenter", 8).unwrap();
+    /// // Re-entering the publisher from `make` does not compile.
+    /// tx.try_send_batch_with(2, |i| { tx.try_send(9).ok(); i as u64 });
+    /// ```
+    ///
+    /// # Errors
+    /// `Full(())` if there is room for none, `Disconnected(())` in a forked child.
+    pub fn try_send_batch_with(
+        &mut self,
+        n: usize,
+        mut make: impl FnMut(usize) -> T,
+    ) -> Result<usize, TrySendError<()>> {
+        if self.core.forked() {
+            return Err(TrySendError::Disconnected(()));
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let room = self.core.try_room(n as u64);
+        if room == 0 {
+            return Err(TrySendError::Full(()));
+        }
+        for k in 0..room {
+            let m = make(k as usize);
+            self.write(k, &m);
+        }
+        self.core.commit(room);
+        Ok(room as usize)
     }
 }
 
@@ -436,9 +372,7 @@ impl<T: Pod> Drop for Publisher<T> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Subscriber<T: Pod> {
-    ring: ring::Subscriber,
-    at: Attached,
-    lossless: bool,
+    core: SubCore,
     _t: PhantomData<T>,
 }
 
@@ -449,7 +383,7 @@ impl<T: Pod> fmt::Debug for Subscriber<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscriber")
             .field("capacity", &self.capacity())
-            .field("position", &self.ring.pos())
+            .field("position", &self.position())
             .finish()
     }
 }
@@ -467,98 +401,37 @@ impl<T: Pod> Subscriber<T> {
     /// Creates or opens `name` as `opts` says, and attaches as a subscriber starting
     /// where [`Options::start`] says.
     ///
+    /// ```
+    /// use shmchan::broadcast::{Publisher, Start, Subscriber};
+    /// use shmchan::Options;
+    ///
+    /// # let name = format!("doc-bcast-start-{}", std::process::id());
+    /// let tx = Publisher::<u8>::create(&name, 8)?;
+    /// tx.send(1)?;
+    /// let late = Subscriber::<u8>::with_options(&name, &Options::new().start(Start::Oldest))?;
+    /// assert_eq!(late.try_recv(), Ok(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// See [`OpenError`].
     pub fn with_options(name: &str, opts: &Options) -> Result<Subscriber<T>, OpenError> {
-        let shared = Shared::attach(name, opts, &Wanted::typed::<T>(FLAVOR_BROADCAST))?;
-        let hdr = shared.header();
-        let claim = peers::claim_any(
-            &shared.seg.file,
-            shared.peers(),
-            1,
-            Role::Receiver,
-            hdr.peer_generation,
-        )?
-        .ok_or(OpenError::TooManyPeers(shared.max_peers as u32))?;
-        hdr.attach.receiver_attaches.fetch_add(1, Ordering::Relaxed);
-        let lossless = shared.policy() == Policy::Lossless;
-        let at = Attached::new(shared, claim, opts);
-        let ring = ring::Subscriber::join(
-            at.ring(),
-            claim.index - 1,
-            u64::from(claim.generation),
-            opts.start,
-        );
-        let Some(ring) = ring else {
-            at.release();
-            return Err(OpenError::Corrupt("subscriber entry without a cursor"));
-        };
         Ok(Subscriber {
-            ring,
-            at,
-            lossless,
+            core: SubCore::attach(name, opts, &Wanted::typed::<T>(FLAVOR_BROADCAST))?,
             _t: PhantomData,
         })
     }
 
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.ring.ring().capacity() as usize
-    }
+    subscriber_methods!();
 
-    /// Messages published that this subscriber has not received yet (a snapshot; at
-    /// most the capacity counts as still in the ring).
-    pub fn len(&self) -> usize {
-        let behind = self.ring.ring().scan_tail().saturating_sub(self.ring.pos());
-        behind.min(self.ring.ring().capacity()) as usize
-    }
-
-    /// Whether there is nothing to receive now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The position of the next message this subscriber receives.
-    pub fn position(&self) -> u64 {
-        self.ring.pos()
-    }
-
-    /// Whether the publisher is gone (it was attached and left or died). Probes its
-    /// liveness at most once per liveness interval.
-    pub fn is_disconnected(&self) -> bool {
-        self.publisher_gone(self.at.probe_due())
-    }
-
-    /// Whether this handle created the segment and will remove its name on drop.
-    pub fn owns_name(&self) -> bool {
-        self.at.shared.seg.owns_name()
-    }
-
-    /// Keep the segment's name when this (creating) handle is dropped.
-    pub fn keep(&mut self) {
-        self.at.shared.seg.keep();
-    }
-
-    fn publisher_gone(&self, probe: bool) -> bool {
-        self.at.forked() || matches!(self.at.entry(PUBLISHER_ENTRY, probe), EntryState::Vacated)
-    }
-
-    /// One look at the next slot.
+    /// Copies the next message out, if it is published and intact.
     #[inline]
-    fn take(&self) -> Result<T, Option<u64>> {
-        let mut v = MaybeUninit::<T>::uninit();
+    fn read(&self, v: &mut MaybeUninit<T>) -> Read {
         // SAFETY: `v` is writable for size_of::<T>() bytes, the channel's message size.
-        match unsafe { self.ring.try_read(v.as_mut_ptr().cast(), size_of::<T>()) } {
-            Read::Got => {
-                if self.lossless {
-                    wait::notify(&self.ring.ring().ctl().not_full.w);
-                }
-                // SAFETY: every byte of `v` was written by the copy, and T is Pod
-                // (any bytes are a valid T).
-                Ok(unsafe { v.assume_init() })
-            }
-            Read::Empty => Err(None),
-            Read::Lagged(n) => Err(Some(n)),
+        unsafe {
+            self.core
+                .ring
+                .try_read(v.as_mut_ptr().cast(), size_of::<T>())
         }
     }
 
@@ -569,27 +442,11 @@ impl<T: Pod> Subscriber<T> {
     /// not read; `Disconnected` once the publisher is gone and everything is received.
     #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        if self.at.forked() {
-            return Err(TryRecvError::Disconnected);
-        }
-        match self.take() {
-            Ok(v) => Ok(v),
-            Err(Some(n)) => Err(TryRecvError::Lagged(n)),
-            Err(None) => self.empty_or_gone(),
-        }
-    }
-
-    #[cold]
-    fn empty_or_gone(&self) -> Result<T, TryRecvError> {
-        let gone = self.publisher_gone(self.at.probe_due());
-        // Look again after seeing the publisher gone: its last message was published
-        // before it vacated its entry (Release), which we loaded (Acquire).
-        match self.take() {
-            Ok(v) => Ok(v),
-            Err(Some(n)) => Err(TryRecvError::Lagged(n)),
-            Err(None) if gone => Err(TryRecvError::Disconnected),
-            Err(None) => Err(TryRecvError::Empty),
-        }
+        let mut v = MaybeUninit::<T>::uninit();
+        self.core.try_recv_with(|| self.read(&mut v))?;
+        // SAFETY: `Ok` means a `Got`: every byte of `v` was written by the copy, and T
+        // is Pod (any bytes are a valid T).
+        Ok(unsafe { v.assume_init() })
     }
 
     /// Receives the next message, waiting for it.
@@ -620,57 +477,122 @@ impl<T: Pod> Subscriber<T> {
         &self,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<T, RecvTimeoutError> {
-        match self.try_recv() {
-            Ok(v) => return Ok(v),
-            Err(TryRecvError::Lagged(n)) => return Err(RecvTimeoutError::Lagged(n)),
-            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-            Err(TryRecvError::Empty) => {}
+        let mut v = MaybeUninit::<T>::uninit();
+        self.core.recv_with(deadline.into(), || self.read(&mut v))?;
+        // SAFETY: as in `try_recv`.
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Receives up to `out.len()` messages that are there now, in order; returns how
+    /// many (at least one, or zero if `out` is empty). A lag found after some messages
+    /// is reported by the next receive.
+    ///
+    /// # Errors
+    /// As [`try_recv`](Self::try_recv), when no message was received.
+    pub fn try_recv_batch(&self, out: &mut [T]) -> Result<usize, TryRecvError> {
+        if out.is_empty() {
+            return Ok(0);
         }
-        let deadline = deadline.into();
-        if wait::quick_poll(|| self.ring.ready()) {
-            return self.try_recv().map_err(|e| match e {
-                TryRecvError::Lagged(n) => RecvTimeoutError::Lagged(n),
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-            });
+        let mut n = 0;
+        self.try_recv_batch_with_inner(out.len(), |v| {
+            out[n] = v;
+            n += 1;
+        })
+    }
+
+    /// Receives up to `max` messages that are there now, handing each to `take` as it
+    /// is copied out; returns how many. A panic in `take` leaves the messages handed
+    /// over received and the rest in the ring. Takes `&mut self`: `take` cannot reach
+    /// this subscriber.
+    ///
+    /// ```compile_fail
+    /// # use shmchan::broadcast::Subscriber;
+    /// # let mut rx = Subscriber::<u64>::open("doc-bcast-reenter").unwrap();
+    /// // Re-entering the subscriber from `take` does not compile.
+    /// rx.try_recv_batch_with(2, |_| { rx.try_recv().ok(); });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`try_recv`](Self::try_recv), when no message was received.
+    pub fn try_recv_batch_with(
+        &mut self,
+        max: usize,
+        take: impl FnMut(T),
+    ) -> Result<usize, TryRecvError> {
+        self.try_recv_batch_with_inner(max, take)
+    }
+
+    fn try_recv_batch_with_inner(
+        &self,
+        max: usize,
+        mut take: impl FnMut(T),
+    ) -> Result<usize, TryRecvError> {
+        if max == 0 {
+            return Ok(0);
         }
-        let w = &self.ring.ring().ctl().not_empty.w;
-        let r = wait::block_on(
-            w,
-            Some(self.at.registration(peers::NOT_EMPTY)),
-            self.at.wait,
-            deadline,
-            self.at.liveness,
-            |_| match self.take() {
-                Ok(v) => Attempt::Ready(Ok(v)),
-                Err(Some(n)) => Attempt::Ready(Err(RecvTimeoutError::Lagged(n))),
-                Err(None) if self.publisher_gone(false) => {
-                    Attempt::Ready(Err(RecvTimeoutError::Disconnected))
+        take(self.try_recv()?);
+        let mut n = 1;
+        while n < max {
+            let mut v = MaybeUninit::<T>::uninit();
+            match self.read(&mut v) {
+                Read::Got => {
+                    n += 1;
+                    // The slot is released (the cursor moved): tell the publisher
+                    // now, so that a panic in `take` cannot keep it asleep.
+                    self.core.released();
+                    // SAFETY: as in `try_recv`.
+                    take(unsafe { v.assume_init() });
                 }
-                Err(None) => Attempt::Pending,
-            },
-            || {
-                self.publisher_gone(true)
-                    .then_some(Err(RecvTimeoutError::Disconnected))
-            },
-        );
-        match r {
-            // The publisher is gone: one more look for a last message.
-            Ok(Err(RecvTimeoutError::Disconnected)) => match self.take() {
-                Ok(v) => Ok(v),
-                Err(Some(n)) => Err(RecvTimeoutError::Lagged(n)),
-                Err(None) => Err(RecvTimeoutError::Disconnected),
-            },
-            Ok(r) => r,
-            // As a `try_recv` would: a loop of short timeouts still learns that the
-            // publisher died.
-            Err(_) => match self.empty_or_gone() {
-                Ok(v) => Ok(v),
-                Err(TryRecvError::Lagged(n)) => Err(RecvTimeoutError::Lagged(n)),
-                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
-            },
+                Read::Lagged(k) => {
+                    self.core.defer_lag(k);
+                    break;
+                }
+                Read::Empty => break,
+            }
         }
+        Ok(n)
+    }
+
+    /// Lossless channels: borrows the next message in place, without copying it; the
+    /// slot is released when the borrow is dropped (the publisher waits for it).
+    ///
+    /// ```
+    /// # use shmchan::broadcast::{Publisher, Subscriber};
+    /// # let name = format!("doc-bcast-ref-{}", std::process::id());
+    /// let tx = Publisher::<[u64; 8]>::create(&name, 4)?;
+    /// let mut rx = Subscriber::<[u64; 8]>::open(&name)?;
+    /// tx.send([7; 8])?;
+    /// assert_eq!(rx.try_recv_ref()?[3], 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `Overwrite` on a channel created with [`Policy::Overwrite`] (the publisher may
+    /// rewrite any slot at any time there: use `try_recv`, which copies and checks);
+    /// otherwise as [`try_recv`](Self::try_recv).
+    pub fn try_recv_ref(&mut self) -> Result<RecvRef<'_, T>, RecvRefError> {
+        if !self.core.lossless {
+            return Err(RecvRefError::Overwrite);
+        }
+        self.core.try_recv_with(|| self.core.ring.peek())?;
+        Ok(self.msg_ref())
+    }
+
+    /// Like [`try_recv_ref`](Self::try_recv_ref), waiting for a message.
+    ///
+    /// # Errors
+    /// `Overwrite`, `Lagged(n)` or `Disconnected`.
+    pub fn recv_ref(&mut self) -> Result<RecvRef<'_, T>, RecvRefError> {
+        if !self.core.lossless {
+            return Err(RecvRefError::Overwrite);
+        }
+        self.core.recv_with(None, || self.core.ring.peek())?;
+        Ok(self.msg_ref())
+    }
+
+    fn msg_ref(&mut self) -> RecvRef<'_, T> {
+        let ptr = self.core.ring.payload().cast::<T>();
+        RecvRef { rx: self, ptr }
     }
 
     /// A blocking iterator: each message, or `Err(n)` where `n` messages were missed;
@@ -685,15 +607,33 @@ impl<T: Pod> Subscriber<T> {
     }
 }
 
-impl<T: Pod> Drop for Subscriber<T> {
+/// A message borrowed in place by [`Subscriber::try_recv_ref`] (lossless channels).
+pub struct RecvRef<'a, T: Pod> {
+    rx: &'a mut Subscriber<T>,
+    ptr: *const T,
+}
+
+impl<T: Pod> Deref for RecvRef<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the slot is published (peeked), its payload is size_of::<T>() bytes
+        // aligned for T (the geometry aligns payloads to max(8, align_of::<T>())), and
+        // in a lossless channel the publisher does not rewrite it while our cursor,
+        // counted, has not passed it (we release it on drop).
+        unsafe { &*self.ptr }
+    }
+}
+
+impl<T: Pod> Drop for RecvRef<'_, T> {
     fn drop(&mut self) {
-        if self.at.forked() {
-            return;
-        }
-        // No longer counted: a lossless publisher waiting for us goes on.
-        self.ring.leave();
-        self.at.release();
-        wait::notify_all(&self.ring.ring().ctl().not_full.w);
+        self.rx.core.ring.release();
+        self.rx.core.released();
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for RecvRef<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
     }
 }
 

@@ -67,3 +67,47 @@ impl From<RecvError> for TryRecvError {
         }
     }
 }
+
+/// Error of [`Subscriber::try_recv_ref`](super::Subscriber::try_recv_ref) and
+/// `recv_ref`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RecvRefError {
+    /// No message yet.
+    #[error("no message yet")]
+    Empty,
+    /// See [`TryRecvError::Lagged`].
+    #[error(
+        "missed {0} messages (the publisher overwrote them); the next receive continues after them"
+    )]
+    Lagged(u64),
+    /// See [`TryRecvError::Disconnected`].
+    #[error("the publisher is gone and everything it sent was received")]
+    Disconnected,
+    /// The channel uses [`Policy::Overwrite`](crate::broadcast::Policy::Overwrite): the
+    /// publisher may rewrite any slot at any time, so no reference into one can be
+    /// handed out. Use `try_recv`/`recv`, which copy the message and check it.
+    #[error(
+        "borrowing in place needs a lossless channel; this one overwrites: use try_recv or recv, which copy"
+    )]
+    Overwrite,
+}
+
+impl From<TryRecvError> for RecvRefError {
+    fn from(e: TryRecvError) -> Self {
+        match e {
+            TryRecvError::Empty => RecvRefError::Empty,
+            TryRecvError::Lagged(n) => RecvRefError::Lagged(n),
+            TryRecvError::Disconnected => RecvRefError::Disconnected,
+        }
+    }
+}
+
+impl From<RecvTimeoutError> for RecvRefError {
+    fn from(e: RecvTimeoutError) -> Self {
+        match e {
+            RecvTimeoutError::Timeout => RecvRefError::Empty,
+            RecvTimeoutError::Lagged(n) => RecvRefError::Lagged(n),
+            RecvTimeoutError::Disconnected => RecvRefError::Disconnected,
+        }
+    }
+}

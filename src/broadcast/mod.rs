@@ -10,13 +10,19 @@
 //! died within the liveness interval.
 
 #[cfg(not(loom))]
+mod bytes;
+#[cfg(not(loom))]
 mod channel;
+#[cfg(not(loom))]
+mod core;
 #[cfg(not(loom))]
 mod error;
 pub(crate) mod ring;
 
 pub use crate::options::{Policy, Start};
 #[cfg(not(loom))]
-pub use channel::{Iter, Publisher, Subscriber, TryIter};
+pub use bytes::{BytePublisher, ByteSubscriber};
 #[cfg(not(loom))]
-pub use error::{RecvError, RecvTimeoutError, TryRecvError};
+pub use channel::{Iter, Publisher, RecvRef, Subscriber, TryIter};
+#[cfg(not(loom))]
+pub use error::{RecvError, RecvRefError, RecvTimeoutError, TryRecvError};

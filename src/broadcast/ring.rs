@@ -330,25 +330,68 @@ impl Publisher {
     }
 
     /// Writes `len` bytes from `src` as the message at the tail and publishes it.
-    /// The caller checked [`has_room`](Self::has_room).
+    /// The caller checked [`has_room`](Self::has_room). (Tests and models; the
+    /// handles write and commit.)
     ///
     /// # Safety
     /// `src` must be readable for `len <= msg_size` bytes.
-    #[inline]
+    #[cfg(any(test, loom))]
     pub unsafe fn publish(&self, src: *const u8, len: usize) {
-        let p = self.tail.get();
-        let seq = self.ring.seq(p);
-        seq.store(writing(p), Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.write(0, src, len, None) };
+        self.commit(1);
+    }
+
+    /// How many of the next `want` positions may be written now (lossless: before the
+    /// slowest counted cursor's slot comes round; overwrite: all).
+    pub fn room(&self, want: u64) -> u64 {
+        if !self.lossless {
+            return want;
+        }
+        if !self.has_room() {
+            return 0;
+        }
+        let used = self.tail.get().wrapping_sub(self.slowest.get());
+        want.min(self.ring.capacity().saturating_sub(used))
+    }
+
+    /// Writes the message at `tail + k` (not yet published: its sequence word says
+    /// "being written", so no subscriber reads it). With `len_word`, also stores that
+    /// value in the word before the payload (byte messages' length). The caller got
+    /// room for `tail + k`.
+    ///
+    /// # Safety
+    /// `src` must be readable for `len <= msg_size` bytes; with `len_word`, the slot
+    /// must have a word before the payload (a byte channel's geometry).
+    #[inline]
+    pub unsafe fn write(&self, k: u64, src: *const u8, len: usize, len_word: Option<u64>) {
+        let p = self.tail.get().wrapping_add(k);
+        self.ring.seq(p).store(writing(p), Ordering::Relaxed);
         // Release fence: a subscriber whose second look at the sequence word comes
         // after (Acquire fence) any of our payload stores sees `writing(p)` or later.
         fence(Ordering::Release);
+        if let Some(l) = len_word {
+            self.ring
+                .word(p, self.ring.payload_word - 1)
+                .store(l, Ordering::Relaxed);
+        }
         // SAFETY: forwarded from the caller.
         unsafe { self.ring.store_payload(p, src, len) };
-        // Release: a subscriber that sees `published(p)` sees the payload.
-        seq.store(published(p), Ordering::Release);
-        let next = p.wrapping_add(1);
+    }
+
+    /// Publishes the next `n` positions (written by [`write`](Self::write)), in order.
+    #[inline]
+    pub fn commit(&self, n: u64) {
+        let t = self.tail.get();
+        for k in 0..n {
+            let p = t.wrapping_add(k);
+            // Release: a subscriber that sees `published(p)` sees the payload.
+            self.ring.seq(p).store(published(p), Ordering::Release);
+        }
+        let next = t.wrapping_add(n);
         self.tail.set(next);
-        if next & self.hint_mask == 0 {
+        // The hint, whenever the batch reached or crossed a multiple of the interval.
+        if n > 0 && (t & !self.hint_mask) != (next & !self.hint_mask) {
             self.ring.ctl().tail.pos.store(next, Ordering::Release);
         }
     }
@@ -502,6 +545,70 @@ impl Subscriber {
                 self.advance(c.wrapping_add(1));
                 return Read::Got;
             }
+            return self.lagged(c, s2);
+        }
+        match position_of(s1) {
+            Some(q) if q > c => self.lagged(c, s1),
+            _ => Read::Empty,
+        }
+    }
+
+    /// Lossless only: whether the next message is published; then it stays intact until
+    /// [`release`](Self::release) (the publisher does not rewrite a slot a counted
+    /// cursor has not passed), and [`payload`](Self::payload) may be read in place.
+    #[inline]
+    pub fn peek(&self) -> Read {
+        let c = self.pos.get();
+        let s = self.ring.seq(c).load(Ordering::Acquire);
+        if s == published(c) {
+            return Read::Got;
+        }
+        match position_of(s) {
+            Some(q) if q > c => self.lagged(c, s),
+            _ => Read::Empty,
+        }
+    }
+
+    /// The payload of the next message's slot (8-aligned, `msg_size` bytes).
+    #[inline]
+    pub fn payload(&self) -> *const u8 {
+        self.ring.word(self.pos.get(), self.ring.payload_word) as *const AtomicU64 as *const u8
+    }
+
+    /// Moves past the message [`peek`](Self::peek) found.
+    #[inline]
+    pub fn release(&self) {
+        self.advance(self.pos.get().wrapping_add(1));
+    }
+
+    /// Copies the next byte message into `buf` (its length clamped to `max_len`) if it
+    /// is published and intact, and moves the cursor past it.
+    pub fn try_read_bytes(&self, buf: &mut Vec<u8>, max_len: usize) -> Read {
+        let c = self.pos.get();
+        let seq = self.ring.seq(c);
+        let want = published(c);
+        let s1 = seq.load(Ordering::Acquire);
+        if s1 == want {
+            let len = self
+                .ring
+                .word(c, self.ring.payload_word - 1)
+                .load(Ordering::Relaxed);
+            let len = usize::try_from(len).unwrap_or(usize::MAX).min(max_len);
+            buf.clear();
+            buf.reserve(len);
+            // SAFETY: `buf` has room for `len` bytes (reserved), len <= max_len <=
+            // msg_size; the bytes are set by the copy before the length is.
+            unsafe {
+                self.ring.load_payload(c, buf.as_mut_ptr(), len);
+                buf.set_len(len);
+            }
+            fence(Ordering::Acquire);
+            let s2 = seq.load(Ordering::Relaxed);
+            if s2 == want {
+                self.advance(c.wrapping_add(1));
+                return Read::Got;
+            }
+            buf.clear();
             return self.lagged(c, s2);
         }
         match position_of(s1) {

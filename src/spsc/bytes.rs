@@ -8,7 +8,7 @@
 use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendTimeoutError, TooLong, TryRecvError, TrySendError,
 };
-use crate::layout::{FLAVOR_SPSC, KIND_BYTES, fnv1a};
+use crate::layout::FLAVOR_SPSC;
 use crate::options::{CreateMode, Options};
 use crate::shared::Wanted;
 use crate::spsc::channel::common_methods;
@@ -17,18 +17,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-/// Fingerprint stored for byte channels.
-const BYTES_FINGERPRINT: u64 = fnv1a(b"shmchan::bytes");
-
 fn wanted(max_len: usize) -> Wanted {
-    Wanted {
-        flavor: FLAVOR_SPSC,
-        kind: KIND_BYTES,
-        msg_size: max_len as u64,
-        msg_align: 1,
-        fingerprint: BYTES_FINGERPRINT,
-        type_name: "bytes",
-    }
+    Wanted::bytes(FLAVOR_SPSC, max_len)
 }
 
 /// Why a byte message was not sent.
