@@ -160,7 +160,7 @@ fn attack(policy: Policy, test: &str) {
             assert!(s.len() <= CAP, "len {} > capacity {CAP}", s.len());
             let _ = (s.is_empty(), s.is_disconnected(), s.position());
         }
-        let mut seen = |r: Result<Msg, TryRecvError>, t: &mut Tally| match r {
+        let seen = |r: Result<Msg, TryRecvError>, t: &mut Tally| match r {
             Ok(m) => {
                 t.got += 1;
                 t.whole += u64::from(m.is_valid());
@@ -171,12 +171,12 @@ fn attack(policy: Policy, test: &str) {
         };
         match rng.next_u64() % 100 {
             0 => {
-                subs[i] = None;
+                drop(subs[i].take());
                 subs[i] = reattach(sub);
                 t.reattached += 1;
             }
             1 => {
-                tx = None;
+                drop(tx.take());
                 tx = reattach(|| Publisher::<Msg>::with_options(&name, &Options::new()));
                 t.reattached += 1;
             }
