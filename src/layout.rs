@@ -118,7 +118,10 @@ pub(crate) struct Config {
     pub subscribers: u32,
     /// Broadcast: [`POLICY_LOSSLESS`] or [`POLICY_OVERWRITE`]; 0 for other flavors.
     pub policy: u32,
-    _reserved: [u32; 7],
+    /// Broadcast, lossless: how long (ms) a live subscriber may hold the publisher
+    /// back before it is evicted; 0: for ever.
+    pub lag_limit_ms: u32,
+    _reserved: [u32; 6],
 }
 
 /// A futex word and the count of processes asleep (or about to sleep) on it.
@@ -278,6 +281,7 @@ mod asserts {
     const_assert_eq!(offset_of!(Config, peer_generation), 88);
     const_assert_eq!(offset_of!(Config, subscribers), 92);
     const_assert_eq!(offset_of!(Config, policy), 96);
+    const_assert_eq!(offset_of!(Config, lag_limit_ms), 100);
     const_assert_eq!(size_of::<CursorLine>(), CURSOR_LINE);
     const_assert_eq!(align_of::<CursorLine>(), 128);
     const_assert_eq!(offset_of!(CursorLine, pos), 0);
@@ -490,6 +494,7 @@ pub(crate) struct ConfigSnapshot {
     pub msg_kind: u32,
     pub subscribers: u32,
     pub policy: u32,
+    pub lag_limit_ms: u32,
 }
 
 #[cfg(not(loom))]
@@ -523,6 +528,7 @@ impl ConfigSnapshot {
                 msg_kind: (&raw const (*c).msg_kind).read_volatile(),
                 subscribers: (&raw const (*c).subscribers).read_volatile(),
                 policy: (&raw const (*c).policy).read_volatile(),
+                lag_limit_ms: (&raw const (*c).lag_limit_ms).read_volatile(),
             }
         }
     }

@@ -107,6 +107,7 @@ pub struct Options {
     pub(crate) subscribers: Option<u32>,
     pub(crate) policy: Option<Policy>,
     pub(crate) start: Start,
+    pub(crate) lag_limit: Option<Duration>,
 }
 
 impl Default for Options {
@@ -132,6 +133,7 @@ impl Options {
             subscribers: None,
             policy: None,
             start: Start::Next,
+            lag_limit: None,
         }
     }
 
@@ -247,6 +249,17 @@ impl Options {
     /// another policy is refused (`PolicyMismatch`); unset, any policy is accepted.
     pub fn policy(mut self, policy: Policy) -> Options {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Broadcast, lossless: evict a live subscriber that has held the publisher back
+    /// (the ring full because of it) for this long, fixed at creation (default: never;
+    /// at most about 49 days, in milliseconds, at least 1 ms). The evicted subscriber's
+    /// next receive reports `Lagged(n)` once the publisher has overwritten what it had
+    /// not read, and it counts again from the oldest message still in the ring. A
+    /// subscriber whose process died is evicted within the liveness interval anyway.
+    pub fn lag_limit(mut self, limit: Duration) -> Options {
+        self.lag_limit = Some(limit);
         self
     }
 

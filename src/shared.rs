@@ -147,6 +147,12 @@ impl Shared {
                 "max_peers must be between 2 and 192",
             ));
         }
+        let lag_limit_ms = match opts.lag_limit {
+            Some(d) if want.flavor == FLAVOR_BROADCAST => {
+                u32::try_from(d.as_millis().max(1)).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
         let geo = Geometry::with_subscribers(
             want.flavor,
             want.kind,
@@ -186,6 +192,7 @@ impl Shared {
             (&raw mut (*c).msg_kind).write(geo.kind);
             (&raw mut (*c).subscribers).write(subscribers);
             (&raw mut (*c).policy).write(policy);
+            (&raw mut (*c).lag_limit_ms).write(lag_limit_ms);
             // Wakers skip the CPU fence if every attached process can use membarrier;
             // this one can, so start asymmetric (an opener that cannot downgrades).
             if crate::sys::membarrier::register() {
@@ -389,6 +396,13 @@ impl Shared {
         // SAFETY: the mapping holds a validated header (HEADER_SIZE bytes, aligned).
         let snap = unsafe { ConfigSnapshot::read(self.seg.as_ptr() as *const Header) };
         crate::options::Policy::from_code(snap.policy).unwrap_or_default()
+    }
+
+    /// Broadcast: the lag limit the channel was created with (`None`: never).
+    pub fn lag_limit(&self) -> Option<Duration> {
+        // SAFETY: the mapping holds a validated header (HEADER_SIZE bytes, aligned).
+        let snap = unsafe { ConfigSnapshot::read(self.seg.as_ptr() as *const Header) };
+        (snap.lag_limit_ms > 0).then(|| Duration::from_millis(u64::from(snap.lag_limit_ms)))
     }
 
     /// Broadcast: the subscribers' cursor lines (empty for other flavors).

@@ -499,3 +499,55 @@ fn batches_refs_and_bytes_in_one_process() {
     drop(guard);
     common::assert_shm_gone(&[&name, &ow, &bn]);
 }
+
+#[test]
+fn a_live_subscriber_over_the_lag_limit_is_evicted_then_told_and_counted_again() {
+    let (guard, name) = ShmGuard::fresh("bcast-laglimit");
+    let limit = Duration::from_millis(50);
+    let opts = create(8, 2, Policy::Lossless).lag_limit(limit);
+    let tx = Publisher::<u64>::with_options(&name, &opts).expect("create");
+    let fast = Subscriber::<u64>::open(&name).expect("fast");
+    let slow = Subscriber::<u64>::open(&name).expect("slow");
+    for v in 0..8 {
+        tx.send(v).expect("send");
+        assert_eq!(fast.try_recv(), Ok(v));
+    }
+    // `slow` read nothing: the ring is full for it.
+    assert!(matches!(tx.try_send(8), Err(TrySendError::Full(8))));
+    // Held back past the limit, the publisher evicts it and goes on.
+    let t = Instant::now();
+    for v in 8..20 {
+        tx.send_timeout(v, MUST_FINISH)
+            .expect("send past the limit");
+        assert_eq!(fast.try_recv(), Ok(v));
+    }
+    assert!(t.elapsed() >= limit, "evicted after {:?}", t.elapsed());
+    assert_eq!(tx.subscriber_count(), 1);
+    // Its next receives say what it missed (the ring holds 12..20, but it counts
+    // again only from where the publisher cannot have overwritten anything: at most
+    // the slowest counted cursor the publisher last saw), then it goes on from there.
+    let mut missed = 0;
+    let first = loop {
+        match slow.try_recv() {
+            Err(TryRecvError::Lagged(n)) => missed += n,
+            Ok(v) => break v,
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert!(missed >= 12, "missed {missed}");
+    assert_eq!(first, missed, "the lag reports add up to the gap exactly");
+    assert_eq!(tx.subscriber_count(), 2);
+    let info = shmchan::inspect(&name).expect("inspect");
+    let counts: Vec<u64> = info.subscribers.iter().map(|c| c.missed).collect();
+    assert!(counts.contains(&missed), "{counts:?}");
+    // Counted again: the publisher waits for it once more.
+    let mut v = 20;
+    while tx.try_send(v).is_ok() {
+        assert_eq!(fast.try_recv(), Ok(v));
+        v += 1;
+    }
+    assert_eq!(v, first + 1 + 8, "full once 8 past its position");
+    drop((tx, fast, slow));
+    drop(guard);
+    common::assert_shm_gone(&[&name]);
+}

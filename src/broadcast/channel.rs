@@ -545,6 +545,7 @@ impl<T: Pod> Subscriber<T> {
                 }
                 Read::Lagged(k) => {
                     self.core.defer_lag(k);
+                    self.core.after_lag();
                     break;
                 }
                 Read::Empty => break,

@@ -115,6 +115,10 @@ impl Attached {
 pub(crate) struct PubCore {
     pub ring: ring::Publisher,
     at: Attached,
+    /// Lossless: how long a live subscriber may hold the publisher back.
+    lag_limit: Option<Duration>,
+    /// Since when the ring has been full (for the lag limit).
+    blocked_since: Cell<Option<Instant>>,
 }
 
 impl PubCore {
@@ -136,6 +140,7 @@ impl PubCore {
             ClaimError::Io(e) => OpenError::Io(e),
         })?;
         let lossless = shared.policy() == Policy::Lossless;
+        let lag_limit = shared.lag_limit().filter(|_| lossless);
         // The only waiter on `not_full` is the publisher: a count left there is a dead
         // predecessor's.
         hdr.ring.not_full.w.sleepers.store(0, Ordering::Relaxed);
@@ -144,7 +149,12 @@ impl PubCore {
         let ring = ring::Publisher::attach(at.ring(), lossless);
         // Subscribers blocked on "is anyone there?" look again.
         wait::notify_all(&at.shared.header().ring.not_empty.w);
-        Ok(PubCore { ring, at })
+        Ok(PubCore {
+            ring,
+            at,
+            lag_limit,
+            blocked_since: Cell::new(None),
+        })
     }
 
     #[inline]
@@ -175,14 +185,23 @@ impl PubCore {
     }
 
     /// Evicts the subscribers holding the publisher back whose holder is gone (its
-    /// entry no longer names it, or, with `probe`, its process died). Whether any was.
+    /// entry no longer names it, or, with `probe`, its process died), and, once the
+    /// ring has been full for the channel's lag limit, every one holding it back.
+    /// Whether any was.
     fn evict_gone(&self, probe: bool) -> bool {
+        let over_limit = self.lag_limit.is_some_and(|limit| {
+            let now = Instant::now();
+            let since = self.blocked_since.get().unwrap_or(now);
+            self.blocked_since.set(Some(since));
+            now.saturating_duration_since(since) >= limit
+        });
         let mut evicted = false;
         let laggards: Vec<(usize, u64)> = self.ring.laggards().collect();
         for (i, owner) in laggards {
             let index = i + 1;
             let holds = |st: EntryState| matches!(st, EntryState::Held(h) if u64::from(h.generation) == owner);
-            let gone = !holds(self.at.entry(index, false))
+            let gone = over_limit
+                || !holds(self.at.entry(index, false))
                 || (probe && !holds(self.at.entry(index, true)));
             if gone && self.ring.evict(i, owner) {
                 evicted = true;
@@ -198,7 +217,12 @@ impl PubCore {
         let want = want.max(1);
         match self.ring.room(want) {
             0 => self.room_after_eviction(self.at.probe_due(), want),
-            n => n,
+            n => {
+                if self.lag_limit.is_some() {
+                    self.blocked_since.set(None);
+                }
+                n
+            }
         }
     }
 
@@ -220,12 +244,16 @@ impl PubCore {
     #[cold]
     fn wait_for_room(&self, deadline: Option<Instant>) -> bool {
         let w = &self.ring.ring().ctl().not_full.w;
+        // With a lag limit, look at least that often.
+        let slice = self
+            .lag_limit
+            .map_or(self.at.liveness, |l| l.min(self.at.liveness));
         let r = wait::block_on(
             w,
             Some(self.at.registration(peers::NOT_FULL)),
             self.at.wait,
             deadline,
-            self.at.liveness,
+            slice,
             |_| {
                 if self.ring.has_room() {
                     Attempt::Ready(())
@@ -341,12 +369,40 @@ impl SubCore {
         }
     }
 
-    /// Tells a lossless publisher that slots were released.
+    /// Tells a lossless publisher that slots were released; if it stopped counting
+    /// this subscriber (evicted over the lag limit), counts again, and keeps the
+    /// messages that skips to report as a lag.
     #[inline]
     pub fn released(&self) {
         if self.lossless {
             wait::notify(&self.ring.ring().ctl().not_full.w);
+            if !self.ring.counted() {
+                self.rejoin();
+            }
         }
+    }
+
+    #[cold]
+    fn rejoin(&self) {
+        let skipped = self.ring.rejoin();
+        self.defer_lag(skipped);
+    }
+
+    /// After a lag report: a lossless subscriber that was evicted counts again.
+    #[inline]
+    pub fn after_lag(&self) {
+        if self.lossless && !self.ring.counted() {
+            self.rejoin();
+        }
+    }
+
+    /// Passes `r` on, re-joining first if it reports a lag of an evicted subscriber.
+    #[inline]
+    fn checked(&self, r: Read) -> Read {
+        if matches!(r, Read::Lagged(_)) {
+            self.after_lag();
+        }
+        r
     }
 
     /// One receive without waiting: `read` looks at the next slot (copying the message
@@ -357,6 +413,7 @@ impl SubCore {
     /// everything is received.
     #[inline]
     pub fn try_recv_with(&self, mut read: impl FnMut() -> Read) -> Result<(), TryRecvError> {
+        let mut read = || self.checked(read());
         if self.at.forked() {
             return Err(TryRecvError::Disconnected);
         }
@@ -398,6 +455,7 @@ impl SubCore {
         deadline: Option<Instant>,
         mut read: impl FnMut() -> Read,
     ) -> Result<(), RecvTimeoutError> {
+        let mut read = || self.checked(read());
         match self.try_recv_with(&mut read) {
             Ok(()) => return Ok(()),
             Err(TryRecvError::Lagged(n)) => return Err(RecvTimeoutError::Lagged(n)),

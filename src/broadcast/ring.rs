@@ -465,9 +465,22 @@ impl Subscriber {
     /// `start` asks for (the subscriber's half of the floor protocol when lossless).
     /// `None` if there is no such cursor.
     pub fn join(ring: Ring, index: usize, owner: u64, start: Start) -> Option<Subscriber> {
-        let c = ring.cursors().get(index)?;
-        let cap = ring.capacity();
+        ring.cursors().get(index)?;
         let s0 = ring.floor().min(ring.tail());
+        let start = Self::announce(&ring, index, owner, s0, start);
+        Some(Subscriber {
+            ring,
+            index,
+            owner,
+            pos: Cell::new(start),
+        })
+    }
+
+    /// The subscriber's half of the floor protocol: announces cursor `index` at `s0`
+    /// for `owner`, then moves it to where it may safely start; returns that position.
+    fn announce(ring: &Ring, index: usize, owner: u64, s0: u64, start: Start) -> u64 {
+        let c = &ring.cursors()[index];
+        let cap = ring.capacity();
         c.pos.store(s0, Ordering::Relaxed);
         // Release: a publisher that sees the owner sees the position.
         c.owner.store(owner, Ordering::Release);
@@ -483,12 +496,23 @@ impl Subscriber {
             Start::Next => oldest.max(t),
         };
         c.pos.store(start, Ordering::Release);
-        Some(Subscriber {
-            ring,
-            index,
-            owner,
-            pos: Cell::new(start),
-        })
+        start
+    }
+
+    /// Counts again after the publisher stopped counting this cursor (it was evicted:
+    /// over the channel's lag limit, or by a hostile writer), continuing at the oldest
+    /// message it may still safely read from its position on. Returns how many
+    /// messages that skips (to be reported as a lag).
+    #[cold]
+    pub fn rejoin(&self) -> u64 {
+        let c = self.pos.get();
+        let start = Self::announce(&self.ring, self.index, self.owner, c, Start::Oldest);
+        self.pos.set(start);
+        let skipped = start.wrapping_sub(c);
+        if skipped > 0 {
+            self.line().missed.fetch_add(skipped, Ordering::Relaxed);
+        }
+        skipped
     }
 
     #[inline]
@@ -507,9 +531,9 @@ impl Subscriber {
         &self.ring.cursors()[self.index]
     }
 
-    #[cfg(test)]
     /// Whether the publisher still counts this cursor (a lossless publisher evicts a
-    /// subscriber it found dead, which only a hostile writer can do to a live one).
+    /// subscriber found dead, or one over the channel's lag limit).
+    #[inline]
     pub fn counted(&self) -> bool {
         self.line().owner.load(Ordering::Acquire) == self.owner
     }

@@ -1290,6 +1290,64 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
             fmt(ratio, 2)
         );
     }
+    // Broadcast: the round trip against the floor; each stream line against the same
+    // run's one-subscriber line in the same wait mode.
+    let rs: Vec<Record> = runs
+        .iter()
+        .filter_map(|rs| find(rs, "bcast_rtt", 8, "busy"))
+        .collect();
+    if !rs.is_empty() {
+        let v = mmm(rs.iter().map(|r| p(r, 0.5)).collect());
+        let ratio = mmm(rs
+            .iter()
+            .map(|r| p(r, 0.5) / r.floor().max(1) as f64)
+            .collect());
+        println!(
+            "| broadcast round trip 8 B (publisher → subscriber → back), busy, p50 | {} ns | {} × floor | ≤ 1.1 × floor |",
+            fmt(v, 0),
+            fmt(ratio, 2)
+        );
+    }
+    for (mode, base) in [
+        ("1 sub busy", ""),
+        ("1 sub spin", ""),
+        ("2 sub spin", "1 sub spin"),
+        ("4 sub spin", "1 sub spin"),
+    ] {
+        let rs: Vec<Record> = runs
+            .iter()
+            .filter_map(|rs| find(rs, "bcast", 8, mode))
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let v = mmm(rs
+            .iter()
+            .filter_map(|r| r.msgs_per_s)
+            .map(|x| x / 1e6)
+            .collect());
+        let (ratio, goal) = if base.is_empty() {
+            (String::new(), "")
+        } else {
+            let r: Vec<f64> = runs
+                .iter()
+                .filter_map(|rs| {
+                    Some(
+                        find(rs, "bcast", 8, mode)?.msgs_per_s?
+                            / find(rs, "bcast", 8, base)?.msgs_per_s?.max(1.0),
+                    )
+                })
+                .collect();
+            (
+                format!("{} × 1 subscriber (spin)", fmt(mmm(r), 2)),
+                if mode.starts_with('2') { "≥ 0.8" } else { "" },
+            )
+        };
+        println!(
+            "| broadcast streaming 8 B to {mode} (publisher's rate) | {} M msgs/s | {ratio} | {goal} |",
+            fmt(v, 1)
+        );
+    }
 }
 
 fn print_tables(recs: &[Record], cpus: usize) {
