@@ -54,6 +54,8 @@
 // One folder per flavor (its ring and its handles side by side); below the flavors,
 // what every handle shares (the segment header, the peer table, waiting, options,
 // errors); `sys` holds the OS calls.
+#[cfg(not(loom))]
+mod attachment;
 pub mod broadcast;
 mod error;
 #[cfg(not(loom))]

@@ -4,109 +4,34 @@
 
 use super::error::{RecvTimeoutError, TryRecvError};
 use super::ring::{self, Read, Ring};
+use crate::attachment::Attachment;
 use crate::error::OpenError;
 use crate::options::{Options, Policy};
-use crate::peers::{self, Claim, ClaimError, EntryState, Role};
+use crate::peers::{self, ClaimError, EntryState, Role};
 use crate::shared::{Shared, Wanted};
-use crate::spsc::endpoint::deadline_in;
 use crate::sync::Ordering;
-use crate::wait::{self, Attempt, WaitStrategy};
+use crate::wait::{self, Attempt};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// The publisher's entry in the peer table; subscriber `i` holds entry `i + 1`.
 const PUBLISHER_ENTRY: usize = 0;
 
-/// The mapping, our peer claim and the waiting settings of one handle.
-#[derive(Debug)]
-struct Attached {
-    shared: Shared,
-    claim: Claim,
-    wait: WaitStrategy,
-    liveness: Duration,
-    /// When the polling path may next probe liveness (a syscall); `None`: never.
-    next_probe: Cell<Option<Instant>>,
-    /// The fork generation this handle attached in; in a forked child it is inert.
-    fork_gen: u32,
-}
-
-impl Attached {
-    fn new(shared: Shared, claim: Claim, opts: &Options) -> Attached {
-        if let Some(dead) = claim.took_over {
-            shared.forget_holder(dead);
-        }
-        Attached {
-            shared,
-            claim,
-            wait: opts.wait,
-            liveness: opts.liveness_interval,
-            next_probe: Cell::new(deadline_in(opts.liveness_interval)),
-            fork_gen: crate::sys::process::generation(),
-        }
-    }
-
-    /// The ring over this segment (validated at attach).
-    fn ring(&self) -> Ring {
-        let cursors = self.shared.cursors();
-        // SAFETY: the header was validated: the control lines, `cursors.len()` cursor
-        // lines and the slot array (capacity * slot_size bytes at slots_offset, page
-        // aligned) are inside the mapping, which `self.shared` keeps alive as long as
-        // the core that holds both the ring and this `Attached`.
-        unsafe {
-            Ring::new(
-                self.shared.header().ring,
-                cursors.as_ptr(),
-                cursors.len(),
-                self.shared.slots(),
-                &self.shared.geo,
-            )
-        }
-    }
-
-    /// Inert in a process forked after the attach. One relaxed load.
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork_gen != crate::sys::process::generation()
-    }
-
-    /// Whether this call may probe liveness (at most once per liveness interval).
-    fn probe_due(&self) -> bool {
-        let now = Instant::now();
-        let due = self.next_probe.get().is_some_and(|t| now >= t);
-        if due {
-            self.next_probe.set(now.checked_add(self.liveness));
-        }
-        due
-    }
-
-    /// The state of entry `index`, probing its holder's liveness if `probe` (and
-    /// vacating it if the holder died).
-    fn entry(&self, index: usize, probe: bool) -> EntryState {
-        peers::check(
-            &self.shared.seg.file,
-            &self.shared.header().peers[index],
-            index,
-            probe,
-            |dead| self.shared.forget_holder(dead),
+/// The ring over an attachment's segment (validated at attach).
+fn ring_of(at: &Attachment) -> Ring {
+    let cursors = at.shared.cursors();
+    // SAFETY: the header was validated: the control lines, `cursors.len()` cursor lines
+    // and the slot array (capacity * slot_size bytes at slots_offset, page aligned) are
+    // inside the mapping, which the attachment keeps alive as long as the core that
+    // holds both the ring and the attachment.
+    unsafe {
+        Ring::new(
+            at.shared.header().ring,
+            cursors.as_ptr(),
+            cursors.len(),
+            at.shared.slots(),
+            &at.shared.geo,
         )
-    }
-
-    fn registration(&self, word: u32) -> wait::Registration<'_> {
-        peers::registration(
-            &self.shared.header().peers[self.claim.index],
-            self.claim,
-            word,
-        )
-    }
-
-    fn release(&self) {
-        let hdr = self.shared.header();
-        peers::release(
-            &self.shared.seg.file,
-            &hdr.peers[self.claim.index],
-            self.claim,
-            |left| self.shared.forget_holder(left),
-        );
     }
 }
 
@@ -114,7 +39,7 @@ impl Attached {
 #[derive(Debug)]
 pub(crate) struct PubCore {
     pub ring: ring::Publisher,
-    at: Attached,
+    at: Attachment,
     /// Lossless: how long a live subscriber may hold the publisher back.
     lag_limit: Option<Duration>,
     /// Since when the ring has been full (for the lag limit).
@@ -145,8 +70,8 @@ impl PubCore {
         // predecessor's.
         hdr.ring.not_full.w.sleepers.store(0, Ordering::Relaxed);
         hdr.attach.sender_attaches.fetch_add(1, Ordering::Relaxed);
-        let at = Attached::new(shared, claim, opts);
-        let ring = ring::Publisher::attach(at.ring(), lossless);
+        let at = Attachment::new(shared, claim, opts);
+        let ring = ring::Publisher::attach(ring_of(&at), lossless);
         // Subscribers blocked on "is anyone there?" look again.
         wait::notify_all(&at.shared.header().ring.not_empty.w);
         Ok(PubCore {
@@ -250,7 +175,7 @@ impl PubCore {
             .map_or(self.at.liveness, |l| l.min(self.at.liveness));
         let r = wait::block_on(
             w,
-            Some(self.at.registration(peers::NOT_FULL)),
+            self.at.registration(peers::NOT_FULL),
             self.at.wait,
             deadline,
             slice,
@@ -292,7 +217,7 @@ impl Drop for PubCore {
 #[derive(Debug)]
 pub(crate) struct SubCore {
     pub ring: ring::Subscriber,
-    at: Attached,
+    at: Attachment,
     pub lossless: bool,
     /// Messages missed that a batch receive found after handing out messages: the next
     /// receive reports them first.
@@ -313,9 +238,9 @@ impl SubCore {
         .ok_or(OpenError::TooManyPeers(shared.max_peers as u32))?;
         hdr.attach.receiver_attaches.fetch_add(1, Ordering::Relaxed);
         let lossless = shared.policy() == Policy::Lossless;
-        let at = Attached::new(shared, claim, opts);
+        let at = Attachment::new(shared, claim, opts);
         let Some(ring) = ring::Subscriber::join(
-            at.ring(),
+            ring_of(&at),
             claim.index - 1,
             u64::from(claim.generation),
             opts.start,
@@ -472,7 +397,7 @@ impl SubCore {
         let w = &self.ring.ring().ctl().not_empty.w;
         let r = wait::block_on(
             w,
-            Some(self.at.registration(peers::NOT_EMPTY)),
+            self.at.registration(peers::NOT_EMPTY),
             self.at.wait,
             deadline,
             self.at.liveness,

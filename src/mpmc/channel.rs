@@ -7,11 +7,11 @@ use crate::error::{
 use crate::layout::FLAVOR_MPMC;
 use crate::mpmc::ring::{Blocked, Claimant, GEN_MASK, MpmcRing, WRITING, decode};
 use crate::options::{CreateMode, Options};
-use crate::peers::{self, Claim, Role};
+use crate::peers::{self, Role};
 use crate::shared::{Shared, Wanted};
 use crate::spsc::endpoint::deadline_in;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::wait::{self, Attempt, WaitStrategy};
+use crate::sync::{AtomicU32, Ordering};
+use crate::wait::{self, Attempt};
 use bytemuck::Pod;
 use std::cell::Cell;
 use std::fmt;
@@ -23,31 +23,21 @@ fn wanted<T: Pod>() -> Wanted {
     Wanted::typed::<T>(FLAVOR_MPMC)
 }
 
-/// Nanoseconds since `epoch`, for rate limits shared between threads.
-fn nanos_since(epoch: Instant) -> u64 {
-    nanos(epoch.elapsed())
-}
-
-/// `d` in nanoseconds, saturating (`Duration::MAX` is about 2^94 ns).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// One attachment (a peer-table entry), shared by all clones of a handle.
+/// One attachment (a peer-table entry), shared by all clones of a handle: the common
+/// attachment (mapping, claim, settings, probe rate limit, fork generation; reached
+/// through `Deref`) plus the MPMC ring and our claimant tag.
 struct Attachment {
-    shared: Shared,
+    base: crate::attachment::Attachment,
     ring: MpmcRing,
-    claim: Claim,
     me: Claimant,
     role: Role,
-    wait: WaitStrategy,
-    liveness: Duration,
-    epoch: Instant,
-    /// When (ns since `epoch`) the next liveness probe may run.
-    next_probe: AtomicU64,
-    /// The fork generation this attachment was made in; in any other (a forked child)
-    /// its handles are inert.
-    fork_gen: u32,
+}
+
+impl std::ops::Deref for Attachment {
+    type Target = crate::attachment::Attachment;
+    fn deref(&self) -> &crate::attachment::Attachment {
+        &self.base
+    }
 }
 
 impl Attachment {
@@ -61,11 +51,9 @@ impl Attachment {
         let peers = shared.peers();
         let claim = peers::claim_any(&shared.seg.file, peers, 0, role, hdr.peer_generation)?
             .ok_or(OpenError::TooManyPeers(peers.len() as u32))?;
-        if let Some(dead) = claim.took_over {
-            // The dead holder we replaced is still counted in its role's hint and as a
-            // sleeper on the words it slept on.
-            shared.forget_holder(dead);
-        }
+        // (A dead holder we replaced is still counted in its role's hint and as a
+        // sleeper on the words it slept on: `Attachment::new` below forgets it; our own
+        // count is added first, so the hint never reads zero while we attach.)
         Self::count(&shared, role as u32).fetch_add(1, Ordering::Relaxed);
         let attaches = match role {
             Role::Sender => &hdr.attach.sender_attaches,
@@ -87,18 +75,11 @@ impl Attachment {
         // left behind could match ours by chance and then never be cleared. Nobody but
         // us can make claims under this index now, so any claim there is stale.
         ring.clear_claims_of(me.peer);
-        let epoch = Instant::now();
         Ok(Arc::new(Attachment {
-            shared,
+            base: crate::attachment::Attachment::new(shared, claim, opts),
             ring,
-            claim,
             me,
             role,
-            wait: opts.wait,
-            liveness: opts.liveness_interval,
-            epoch,
-            next_probe: AtomicU64::new(nanos(opts.liveness_interval)),
-            fork_gen: crate::sys::process::generation(),
         }))
     }
 
@@ -111,21 +92,8 @@ impl Attachment {
         }
     }
 
-    /// Where a waiter of this attachment records itself while asleep on `word`.
-    fn registration(&self, word: u32) -> Option<wait::Registration<'_>> {
-        let entry = self.shared.peers().get(self.claim.index)?;
-        Some(peers::registration(entry, self.claim, word))
-    }
-
     fn reaped(&self) -> impl FnMut(u64) + '_ {
         |dead| self.shared.forget_holder(dead)
-    }
-
-    /// Whether this attachment is used in a process forked after it was made, where
-    /// it is inert (operations report `Disconnected`). One relaxed load, no syscall.
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork_gen != crate::sys::process::generation()
     }
 
     /// Someone is counted asleep on a word we just notified. If a dead process left
@@ -133,26 +101,9 @@ impl Attachment {
     /// most once per liveness interval.
     #[cold]
     fn sleepers_seen(&self) {
-        if self.may_probe() {
+        if self.probe_due() {
             peers::reap_all(&self.shared.seg.file, self.shared.peers(), self.reaped());
         }
-    }
-
-    /// Whether a liveness probe (syscalls) may run now; at most one per interval per
-    /// attachment, whichever thread asks.
-    fn may_probe(&self) -> bool {
-        let now = nanos_since(self.epoch);
-        let next = self.next_probe.load(Ordering::Relaxed);
-        now >= next
-            && self
-                .next_probe
-                .compare_exchange(
-                    next,
-                    now.saturating_add(nanos(self.liveness)),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
     }
 
     /// Whether the other role is gone: it was attached once, and no live holder is
@@ -227,13 +178,8 @@ impl Drop for Attachment {
             // process that attached.
             return;
         }
+        self.base.release();
         let hdr = self.shared.header();
-        let peers = self.shared.peers();
-        if let Some(e) = peers.get(self.claim.index) {
-            peers::release(&self.shared.seg.file, e, self.claim, |left| {
-                self.shared.forget_holder(left)
-            });
-        }
         wait::notify_all(&hdr.ring.not_empty.w);
         wait::notify_all(&hdr.ring.not_full.w);
     }
@@ -346,7 +292,7 @@ macro_rules! mpmc_common {
         /// Whether every peer of the other role is known to be gone (one was attached
         /// once). Probes liveness at most once per liveness interval.
         pub fn is_disconnected(&self) -> bool {
-            self.att.forked() || self.att.others_gone(self.att.may_probe())
+            self.att.forked() || self.att.others_gone(self.att.probe_due())
         }
 
         /// Whether this attachment created the segment and removes its name when the
@@ -436,7 +382,7 @@ impl<T: Pod> Sender<T> {
 
     #[cold]
     fn blocked(&self, msg: T, b: Blocked) -> Result<(), TrySendError<T>> {
-        if self.att.may_probe() {
+        if self.att.probe_due() {
             if self.att.others_gone(true) {
                 return Err(TrySendError::Disconnected(msg));
             }
@@ -602,7 +548,7 @@ impl<T: Pod> Receiver<T> {
 
     #[cold]
     fn empty(&self, b: Blocked) -> Result<T, TryRecvError> {
-        let probe = self.att.may_probe();
+        let probe = self.att.probe_due();
         if probe && self.att.clear_if_dead(b) {
             if let Ok(v) = self.attempt(false) {
                 return Ok(v);

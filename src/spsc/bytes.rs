@@ -142,7 +142,7 @@ impl ByteSender {
         max_len: usize,
     ) -> Result<ByteSender, OpenError> {
         let core = SendCore::attach(name, opts, &wanted(max_len))?;
-        let max = core.end.shared.geo.msg_size;
+        let max = core.end.at.shared.geo.msg_size;
         Ok(ByteSender { core, max })
     }
 
@@ -317,7 +317,7 @@ impl ByteReceiver {
         max_len: usize,
     ) -> Result<ByteReceiver, OpenError> {
         let core = RecvCore::attach(name, opts, &wanted(max_len))?;
-        let max = core.end.shared.geo.msg_size;
+        let max = core.end.at.shared.geo.msg_size;
         Ok(ByteReceiver { core, max })
     }
 

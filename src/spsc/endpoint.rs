@@ -4,41 +4,29 @@
 //! [`SendCore`] and [`RecvCore`] answer "may I write/read the next slot now?", wait
 //! for it, and publish/release; the typed and byte handles only move bytes.
 
+use crate::attachment::Attachment;
 use crate::error::{OpenError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::layout::WaitWord;
 use crate::options::Options;
-use crate::peers::{self, Claim, ClaimError, EntryState, Role};
+use crate::peers::{self, ClaimError, EntryState, Role};
 use crate::shared::{Shared, Wanted};
 use crate::spsc::ring::{Consumer, Producer, Ring};
 use crate::sync::Ordering;
-use crate::wait::{self, Attempt, WaitStrategy};
-use std::cell::Cell;
+use crate::wait::{self, Attempt};
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Peer table entry of the SPSC sender.
 const SENDER_ENTRY: usize = 0;
 /// Peer table entry of the SPSC receiver.
 const RECEIVER_ENTRY: usize = 1;
 
-/// A deadline `timeout` from now; `None` (wait forever) if it cannot be represented.
-pub(crate) fn deadline_in(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
+pub(crate) use crate::attachment::deadline_in;
 
-/// The mapping, our peer claim, and the waiting settings.
+/// The attachment plus our role.
 pub(crate) struct End {
-    pub shared: Shared,
-    claim: Claim,
+    pub at: Attachment,
     role: Role,
-    wait: WaitStrategy,
-    liveness: Duration,
-    /// When the polling path may next probe the peer's liveness (a syscall); `None`:
-    /// never (the interval is too long to represent).
-    next_probe: Cell<Option<Instant>>,
-    /// The fork generation this handle attached in; in any other (a forked child) the
-    /// handle is inert.
-    fork_gen: u32,
 }
 
 impl End {
@@ -68,9 +56,8 @@ impl End {
             },
             ClaimError::Io(e) => OpenError::Io(e),
         })?;
-        if let Some(dead) = claim.took_over {
-            shared.forget_holder(dead);
-        }
+        let at = Attachment::new(shared, claim, opts);
+        let hdr = at.shared.header();
         let ctl = &hdr.ring;
         // We are the only holder of our role, so any sleeper still counted on our wait
         // word is a predecessor that died asleep: forget it, or every peer operation
@@ -86,19 +73,10 @@ impl End {
         wait::notify_all(&ctl.not_full.w);
         // SAFETY: the header was validated: ctl is inside the mapping, and the slot
         // array of capacity * slot_size bytes starts at HEADER_SIZE, page aligned. The
-        // ring is only used by the core that also owns `shared`, which keeps the
+        // ring is only used by the core that also owns the attachment, which keeps the
         // mapping alive (fields drop after the ring's users).
-        let ring = unsafe { Ring::new(hdr.ring, shared.slots(), &shared.geo) };
-        let end = End {
-            shared,
-            claim,
-            role,
-            wait: opts.wait,
-            liveness: opts.liveness_interval,
-            next_probe: Cell::new(deadline_in(opts.liveness_interval)),
-            fork_gen: crate::sys::process::generation(),
-        };
-        Ok((end, ring))
+        let ring = unsafe { Ring::new(hdr.ring, at.shared.slots(), &at.shared.geo) };
+        Ok((End { at, role }, ring))
     }
 
     fn peer_index(&self) -> usize {
@@ -112,7 +90,7 @@ impl End {
     /// inert (every operation reports `Disconnected`). One relaxed load, no syscall.
     #[inline]
     pub fn forked(&self) -> bool {
-        self.fork_gen != crate::sys::process::generation()
+        self.at.forked()
     }
 
     /// Whether the peer is gone (it was attached once, and left or died), or this
@@ -120,47 +98,27 @@ impl End {
     /// `probe` is set; else two loads.
     #[inline]
     pub fn peer_gone(&self, probe: bool) -> bool {
-        if self.forked() {
-            return true;
-        }
-        let idx = self.peer_index();
-        let st = peers::check(
-            &self.shared.seg.file,
-            &self.shared.header().peers[idx],
-            idx,
-            probe,
-            |dead| self.shared.forget_holder(dead),
-        );
-        matches!(st, EntryState::Vacated)
+        self.forked() || matches!(self.at.entry(self.peer_index(), probe), EntryState::Vacated)
     }
 
     /// Like `peer_gone`, probing liveness at most once per liveness interval.
     pub fn peer_gone_rate_limited(&self) -> bool {
-        let now = Instant::now();
-        let probe = self.next_probe.get().is_some_and(|t| now >= t);
-        if probe {
-            self.next_probe.set(now.checked_add(self.liveness));
-        }
-        self.peer_gone(probe)
+        self.peer_gone(self.at.probe_due())
     }
 
     /// Where a waiter of this handle records itself while asleep on `word`.
-    fn registration(&self, word: u32) -> wait::Registration<'_> {
-        peers::registration(
-            &self.shared.header().peers[self.claim.index],
-            self.claim,
-            word,
-        )
+    fn registration(&self, word: u32) -> Option<wait::Registration<'_>> {
+        self.at.registration(word)
     }
 
     /// Whether this handle created the segment and removes its name on drop.
     pub fn owns_name(&self) -> bool {
-        self.shared.seg.owns_name()
+        self.at.owns_name()
     }
 
     /// Keep the name when this handle is dropped.
     pub fn keep(&mut self) {
-        self.shared.seg.keep();
+        self.at.keep();
     }
 }
 
@@ -171,14 +129,9 @@ impl Drop for End {
             // process that attached.
             return;
         }
-        let hdr = self.shared.header();
-        peers::release(
-            &self.shared.seg.file,
-            &hdr.peers[self.claim.index],
-            self.claim,
-            |left| self.shared.forget_holder(left),
-        );
+        self.at.release();
         // Wake the peer wherever it waits, so it sees the disconnect now.
+        let hdr = self.at.shared.header();
         wait::notify_all(&hdr.ring.not_empty.w);
         wait::notify_all(&hdr.ring.not_full.w);
     }
@@ -188,7 +141,7 @@ impl fmt::Debug for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("End")
             .field("role", &self.role)
-            .field("capacity", &self.shared.geo.capacity)
+            .field("capacity", &self.at.shared.geo.capacity)
             .field("owns_name", &self.owns_name())
             .finish()
     }
@@ -257,10 +210,10 @@ impl SendCore {
         let w: &WaitWord = &self.ring().ctl().not_full.w;
         let r = wait::block_on(
             w,
-            Some(self.end.registration(peers::NOT_FULL)),
-            self.end.wait,
+            self.end.registration(peers::NOT_FULL),
+            self.end.at.wait,
             deadline,
-            self.end.liveness,
+            self.end.at.liveness,
             |_| {
                 if self.prod.free(1) > 0 {
                     Attempt::Ready(true)
@@ -366,10 +319,10 @@ impl RecvCore {
         let w: &WaitWord = &self.ring().ctl().not_empty.w;
         let r = wait::block_on(
             w,
-            Some(self.end.registration(peers::NOT_EMPTY)),
-            self.end.wait,
+            self.end.registration(peers::NOT_EMPTY),
+            self.end.at.wait,
             deadline,
-            self.end.liveness,
+            self.end.at.liveness,
             |_| {
                 if self.ready() {
                     return Attempt::Ready(true);
