@@ -51,13 +51,20 @@
 //! in its own process group (so Ctrl-C does not reach it) waits for the parent's pipe to
 //! close and cleans up unless told the parent did. Children die with the parent
 //! (`PR_SET_PDEATHSIG`).
+//!
+//! The broadcast flavor (one publisher, `M` subscribers that each receive every
+//! message) uses the same children, record files, kills and stall measurement with
+//! books and verdicts of its own: see [`bcast`].
+
+mod bcast;
 
 use bytemuck::{Pod, Zeroable};
 use memmap2::{MmapOptions, MmapRaw};
 use serde_json::json;
+use shmchan::broadcast::Policy;
 use shmchan::{
     CreateMode, OpenError, Options, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
-    mpmc,
+    broadcast, mpmc,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::error::Error;
@@ -93,6 +100,8 @@ const MAX_THREADS: usize = 8;
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 const MAX_TAGS: usize = 1 << (64 - SEQ_BITS);
+/// Producer tags end below the tags of the broadcast books' own records.
+const MAX_PRODUCER_TAGS: usize = MAX_TAGS - 2;
 /// Most messages in a consumer's batch receive (SPSC).
 const RECV_BATCH: usize = 4;
 /// Longest blocking call in a child (then it looks at the control word).
@@ -109,6 +118,8 @@ const H_ATTACHED: usize = 0;
 const H_DONE: usize = 1;
 /// Consumers: torn messages seen.
 const H_TORN: usize = 2;
+/// Broadcast: the position the child attached at, plus one; 0 before.
+const H_START: usize = 3;
 
 /// Producers: one past the highest sequence number thread `t` may have in flight.
 fn p_sent_hi(t: usize) -> usize {
@@ -159,6 +170,8 @@ pub enum Flavor {
     Mpmc,
     /// Single-producer single-consumer (`shmchan::{Sender, Receiver}`).
     Spsc,
+    /// One publisher, `--consumers` subscribers (`shmchan::broadcast`).
+    Broadcast,
 }
 
 impl Flavor {
@@ -166,6 +179,7 @@ impl Flavor {
         match self {
             Flavor::Mpmc => "mpmc",
             Flavor::Spsc => "spsc",
+            Flavor::Broadcast => "broadcast",
         }
     }
 }
@@ -220,13 +234,16 @@ pub struct SoakArgs {
     /// Channel flavor.
     #[arg(long, value_enum, default_value = "mpmc")]
     flavor: Flavor,
-    /// Producer processes (default 3; SPSC: exactly 1).
+    /// Broadcast: what the publisher does when a subscriber is a whole ring behind.
+    #[arg(long, value_enum)]
+    policy: Option<bcast::PolicyArg>,
+    /// Producer processes (default 3; SPSC and broadcast: exactly 1).
     #[arg(long)]
     producers: Option<usize>,
-    /// Consumer processes (default 3; SPSC: exactly 1).
+    /// Consumer processes (default 3; SPSC: exactly 1; broadcast: subscribers).
     #[arg(long)]
     consumers: Option<usize>,
-    /// Threads per MPMC child, each with a clone of its handle (SPSC: 1).
+    /// Threads per MPMC child, each with a clone of its handle (SPSC, broadcast: 1).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// How long to keep killing: 90s, 30m, 1h, 500ms, ...
@@ -310,6 +327,8 @@ const INJECT_EVERY: u64 = 1 << 14;
 #[derive(Debug, Clone)]
 struct Config {
     flavor: Flavor,
+    /// Broadcast only.
+    policy: Option<Policy>,
     producers: usize,
     consumers: usize,
     threads: usize,
@@ -339,6 +358,17 @@ impl Config {
                 }
                 (1, 1, 1)
             }
+            Flavor::Broadcast => {
+                if a.producers.unwrap_or(1) != 1 {
+                    return Err("a broadcast channel has one publisher".into());
+                }
+                (1, a.consumers.unwrap_or(3), 1)
+            }
+        };
+        let policy = match (a.flavor, a.policy) {
+            (Flavor::Broadcast, p) => Some(p.map_or(Policy::Lossless, bcast::PolicyArg::policy)),
+            (_, None) => None,
+            (_, Some(_)) => return Err("--policy applies to --flavor broadcast".into()),
         };
         if producers == 0 || consumers == 0 {
             return Err("need at least one producer and one consumer".into());
@@ -357,6 +387,7 @@ impl Config {
             .unwrap_or_else(|| mix64(mono_ns() ^ u64::from(std::process::id()).rotate_left(32)));
         Ok(Config {
             flavor: a.flavor,
+            policy,
             producers,
             consumers,
             threads,
@@ -371,6 +402,14 @@ impl Config {
             json: a.json,
             inject: a.inject,
         })
+    }
+
+    /// The flavor, and the policy of a broadcast channel.
+    fn label(&self) -> String {
+        match self.policy {
+            Some(p) => format!("{} ({})", self.flavor.name(), p.name()),
+            None => self.flavor.name().to_string(),
+        }
     }
 
     /// Records the consumers must add after a kill: more than a ring blocked by the
@@ -613,6 +652,7 @@ impl ChildSpec {
             flavor: match flavor {
                 "mpmc" => Flavor::Mpmc,
                 "spsc" => Flavor::Spsc,
+                "broadcast" => Flavor::Broadcast,
                 f => return Err(format!("unknown flavor {f}").into()),
             },
             id: id.parse()?,
@@ -649,6 +689,8 @@ impl ChildSpec {
             (Flavor::Mpmc, true) => self.mpmc_consumer(ctl),
             (Flavor::Spsc, false) => self.spsc_producer(&ctl),
             (Flavor::Spsc, true) => self.spsc_consumer(&ctl),
+            (Flavor::Broadcast, false) => self.bcast_publisher(&ctl),
+            (Flavor::Broadcast, true) => self.bcast_subscriber(&ctl),
         }
     }
 
@@ -969,6 +1011,8 @@ struct Log<'a> {
     ppid: i32,
     inject: Option<Inject>,
     taken: u64,
+    /// Record a torn message as [`bcast::torn_record`] (its position counts).
+    mark_torn: bool,
 }
 
 impl<'a> Log<'a> {
@@ -980,6 +1024,7 @@ impl<'a> Log<'a> {
             ppid,
             inject,
             taken: 0,
+            mark_torn: false,
         }
     }
 
@@ -1012,6 +1057,9 @@ impl<'a> Log<'a> {
                     "shmchan soak consumer (pid {}): torn message {m:?}",
                     std::process::id()
                 );
+            }
+            if self.mark_torn {
+                return self.push(bcast::torn_record());
             }
             return Ok(());
         }
@@ -1157,6 +1205,8 @@ struct Live {
     /// Consumers: records read in all, and the last one.
     records: u64,
     last_rec: Option<u64>,
+    /// Broadcast subscribers: the books of this incarnation.
+    sub: bcast::SubBooks,
 }
 
 impl Live {
@@ -1166,6 +1216,10 @@ impl Live {
 
     /// Folds the consumer's new records into the ledger.
     fn drain(&mut self, threads: usize, ledger: &mut Ledger) {
+        // Broadcast: no record before the position it attached at is known.
+        if ledger.bcast.is_some() && !self.sub.attach_from(&self.words, ledger, self.id) {
+            return;
+        }
         for t in 0..threads {
             let written = self.words.w(c_written(t)).load(Ordering::Acquire);
             let r = self.read[t];
@@ -1180,7 +1234,11 @@ impl Live {
             }
             for i in r..written {
                 let rec = self.words.w(c_log(t, i)).load(Ordering::Relaxed);
-                ledger.record(rec, self.records == 0, self.id);
+                if ledger.bcast.is_some() {
+                    ledger.bcast_record(rec, &mut self.sub, self.id);
+                } else {
+                    ledger.record(rec, self.records == 0, self.id);
+                }
                 self.records += 1;
                 self.last_rec = Some(rec);
             }
@@ -1209,6 +1267,8 @@ struct TagState {
     thread: usize,
     sent_hi: u64,
     acked: u64,
+    /// Broadcast: the position the publisher attached at, plus one; 0 if unknown.
+    start: u64,
     /// One past the highest sequence number recorded.
     hi: u64,
     /// Ranges below `hi` not recorded yet: start -> end (exclusive).
@@ -1220,6 +1280,9 @@ impl TagState {
         if let Some(w) = &self.src {
             self.sent_hi = w.w(p_sent_hi(self.thread)).load(Ordering::Acquire);
             self.acked = w.w(p_acked(self.thread)).load(Ordering::Acquire);
+            if self.start == 0 {
+                self.start = w.w(H_START).load(Ordering::Acquire);
+            }
         }
     }
 
@@ -1266,6 +1329,8 @@ impl TagState {
 #[derive(Debug)]
 struct Ledger {
     spsc: bool,
+    /// Broadcast: the books of its own verdicts.
+    bcast: Option<bcast::Books>,
     /// Indexed by tag; tag 0 is never used.
     tags: Vec<TagState>,
     records: u64,
@@ -1285,9 +1350,10 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn new(spsc: bool) -> Ledger {
+    fn new(flavor: Flavor, policy: Option<Policy>) -> Ledger {
         Ledger {
-            spsc,
+            spsc: flavor == Flavor::Spsc,
+            bcast: (flavor == Flavor::Broadcast).then(|| bcast::Books::new(policy)),
             tags: vec![TagState::default()],
             records: 0,
             delivered: 0,
@@ -1368,8 +1434,12 @@ impl Ledger {
         }
     }
 
-    /// Acknowledged messages so far (fresh from the running producers).
+    /// Acknowledged messages so far (fresh from the running producers); broadcast:
+    /// the position acknowledged.
     fn acked_now(&mut self) -> u64 {
+        if self.bcast.is_some() {
+            return self.bcast_published();
+        }
         self.tags
             .iter_mut()
             .map(|t| {
@@ -1441,7 +1511,7 @@ impl Soak {
             0
         } else {
             let base = self.ledger.tags.len();
-            if base + threads > MAX_TAGS {
+            if base + threads > MAX_PRODUCER_TAGS {
                 return Err("out of producer tags".into());
             }
             for t in 0..threads {
@@ -1465,6 +1535,13 @@ impl Soak {
             inject: self.cfg.inject,
             name: self.name.clone(),
             dir: self.dir.clone(),
+        };
+        // Broadcast: what was published before the subscriber existed; it must start
+        // at or after that.
+        let floor = if consumer && self.ledger.bcast.is_some() {
+            self.ledger.bcast_published()
+        } else {
+            0
         };
         let spawned_ns = mono_ns();
         let role = if consumer { "consumer" } else { "producer" };
@@ -1490,6 +1567,7 @@ impl Soak {
             read: [0; MAX_THREADS],
             records: 0,
             last_rec: None,
+            sub: bcast::SubBooks::new(floor),
         })
     }
 
@@ -1576,7 +1654,7 @@ impl Soak {
     /// Ends the stall measurements whose kill was followed by enough progress (or
     /// all, at the end), and flags those over the limit.
     fn resolve_stalls(&mut self, all: bool) {
-        let records = self.ledger.records;
+        let records = self.progress();
         let limit = self.cfg.stall_limit;
         let quota = self.cfg.progress_quota();
         let mut over = Vec::new();
@@ -1651,7 +1729,7 @@ impl Soak {
         }
         let unattached = !self.slot(consumer, i).attached();
         let at = Instant::now();
-        let records_at = self.ledger.records;
+        let records_at = self.stall_base();
         self.slot(consumer, i).child.kill()?;
         // The replacement starts while the victim may still be dying; the victim is
         // reaped (and its books closed) by `poll`.
@@ -1728,6 +1806,9 @@ impl Soak {
                 }
             }
             self.st.torn_final += old.words.w(H_TORN).load(Ordering::SeqCst);
+            if self.ledger.bcast.is_some() {
+                self.ledger.bcast_close(&mut old.sub, !killed, old.id);
+            }
         } else {
             for t in 0..threads {
                 let st = &mut self.ledger.tags[old.tag_base + t];
@@ -1739,6 +1820,29 @@ impl Soak {
         drop(old);
         std::fs::remove_file(&path)?;
         Ok(())
+    }
+
+    /// How far delivery has come, for the stall measurement: records folded;
+    /// broadcast: the position the slowest subscriber slot has reached.
+    fn progress(&self) -> u64 {
+        if self.ledger.bcast.is_some() {
+            return self
+                .consumers
+                .iter()
+                .map(|c| c.sub.progress())
+                .min()
+                .unwrap_or(0);
+        }
+        self.ledger.records
+    }
+
+    /// The progress a kill is measured from: records folded; broadcast: the position
+    /// the publisher has acknowledged.
+    fn stall_base(&mut self) -> u64 {
+        if self.ledger.bcast.is_some() {
+            return self.ledger.bcast_published();
+        }
+        self.ledger.records
     }
 
     fn torn(&self) -> u64 {
@@ -1759,6 +1863,11 @@ impl Soak {
             + self.st.child_failures
             + self.st.stop_failures
             + self.st.stall_over
+            + self
+                .ledger
+                .bcast
+                .as_ref()
+                .map_or(0, bcast::Books::violations)
     }
 
     fn max_stall(&self) -> Duration {
@@ -1925,13 +2034,18 @@ impl Soak {
 fn describe(name: &str) -> String {
     match shmchan::inspect(name) {
         Ok(i) => format!(
-            "head {} tail {} len {} sleeping r/s {}/{} peers {:?}",
+            "head {} tail {} len {} sleeping r/s {}/{} peers {:?}{}",
             i.head,
             i.tail,
             i.len(),
             i.sleeping_receivers,
             i.sleeping_senders,
-            i.peers
+            i.peers,
+            if i.subscribers.is_empty() {
+                String::new()
+            } else {
+                format!(" subscribers {:?}", i.subscribers)
+            }
         ),
         Err(e) => format!("inspect: {e}"),
     }
@@ -2041,6 +2155,16 @@ pub fn run(args: &SoakArgs) -> Result<()> {
             drop(shmchan::Sender::<Msg>::with_options(&name, &opts)?);
             None
         }
+        Flavor::Broadcast => {
+            // Room for the subscribers and for victims whose entries are not taken
+            // over yet.
+            let subs = (2 * cfg.consumers + 4).min(191) as u32;
+            let opts = opts
+                .subscribers(subs)
+                .policy(cfg.policy.unwrap_or_default());
+            drop(broadcast::Publisher::<Msg>::with_options(&name, &opts)?);
+            None
+        }
     };
 
     let mut soak = Soak {
@@ -2054,7 +2178,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         next_id: 0,
         last_spawned: None,
         dying: Vec::new(),
-        ledger: Ledger::new(cfg.flavor == Flavor::Spsc),
+        ledger: Ledger::new(cfg.flavor, cfg.policy),
         st: Stats::default(),
         cfg: cfg.clone(),
     };
@@ -2063,7 +2187,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         eprintln!(
             "soak: {} channel {name}, {} producer(s) x {} consumer(s) x {} thread(s), capacity {}, \
              kills every {}..{} ms for {:?}, liveness {:?}, stall limit {:?}, seed {:#x}",
-            cfg.flavor.name(),
+            cfg.label(),
             cfg.producers,
             cfg.consumers,
             cfg.threads,
@@ -2080,6 +2204,9 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let killing = soak.kill_phase()?;
     soak.stop(holder)?;
     let total = t0.elapsed();
+    if soak.ledger.bcast.is_some() {
+        soak.ledger.bcast_finish();
+    }
 
     let mut sum = Summary::new(&soak, killing, total);
     drop(soak);
@@ -2137,6 +2264,8 @@ struct Summary {
     peak_rss: u64,
     peak_files: usize,
     peak_disk: u64,
+    /// Broadcast: its own figures and verdicts.
+    bcast: Option<bcast::Report>,
 }
 
 impl Summary {
@@ -2144,7 +2273,10 @@ impl Summary {
         let led = &soak.ledger;
         let (mut lost, mut acked) = (0u64, 0u64);
         let mut lost_examples = Vec::new();
-        for (tag, st) in led.tags.iter().enumerate().skip(1) {
+        let bcast = led.bcast.as_ref().map(|b| led.bcast_report(b));
+        // Broadcast: messages are not lost or acknowledged per tag (see `bcast`).
+        let per_tag = if bcast.is_some() { 0 } else { led.tags.len() };
+        for (tag, st) in led.tags.iter().enumerate().take(per_tag).skip(1) {
             acked += st.acked;
             let (n, first) = st.lost();
             lost += n;
@@ -2153,6 +2285,9 @@ impl Summary {
                     lost_examples.push((tag, seq));
                 }
             }
+        }
+        if let Some(r) = &bcast {
+            acked = r.acknowledged();
         }
         let mut stalls_us = soak.st.stalls_us.clone();
         stalls_us.sort_unstable();
@@ -2190,6 +2325,7 @@ impl Summary {
             peak_rss: peak_rss_bytes(),
             peak_files: soak.st.peak_files,
             peak_disk: soak.st.peak_disk,
+            bcast,
         }
     }
 
@@ -2205,6 +2341,7 @@ impl Summary {
             + self.lost.saturating_sub(self.allowance)
             + self.leftover.len() as u64
             + u64::from(self.dir_left)
+            + self.bcast.as_ref().map_or(0, bcast::Report::violations)
     }
 
     fn stall_ms(&self, p: f64) -> f64 {
@@ -2213,7 +2350,7 @@ impl Summary {
 
     fn json(&self) -> serde_json::Value {
         let c = &self.cfg;
-        json!({
+        let mut v = json!({
             "flavor": c.flavor.name(),
             "producers": c.producers,
             "consumers": c.consumers,
@@ -2273,32 +2410,64 @@ impl Summary {
             },
             "violations": self.violations(),
             "ok": self.violations() == 0,
-        })
+        });
+        if let Some(r) = &self.bcast {
+            r.patch_json(&mut v);
+        }
+        v
     }
 
     fn text(&self) -> String {
         let c = &self.cfg;
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let v = self.violations();
-        format!(
-            "shmchan soak: {flavor}, {p} producer(s) x {cn} consumer(s) x {th} thread(s), capacity {cap}, seed {seed:#x}
-  duration         {kill:.1} s of kills, {total:.1} s in all
-  kills            {kills} (producers {kp}, consumers {kc}; {ku} before the victim had attached)
-  messages         {acked} acknowledged, {deliv} delivered ({rate}/s), {unacked} of them unacknowledged (sent by a producer killed before it recorded Ok)
+        let middle = match &self.bcast {
+            Some(r) => r.text(self),
+            None => format!(
+                "  messages         {acked} acknowledged, {deliv} delivered ({rate}/s), {unacked} of them unacknowledged (sent by a producer killed before it recorded Ok)
   duplicates       {dup}{redeliv}
   lost             {lost} acknowledged, allowance {allow} (held in hand by killed consumers)
   torn             {torn}
   never sent       {never}
   reordered        {reord}{reord_note}
-  child failures   {cf} during the run, {sf} at the end
-  stall            max {smax:.1} ms, p99 {s99:.1} ms, p50 {s50:.1} ms over {sn} kills (limit {slim} ms, {sover} over)
-  attach           median {am:.1} ms, max {ax:.1} ms from spawn
-  /dev/shm         {left} object(s) of this run left{left_names}
-  bookkeeping      parent: {tags} producer tags x {tsz} B = {tmib:.2} MiB, peak {gaps} gap ranges, peak RSS {rss:.1} MiB;
-                   disk: at most {files} record files live ({cfile:.2} MiB per consumer, 4 KiB per producer), peak {disk:.2} MiB allocated
-  result           {result}
 ",
-            flavor = c.flavor.name(),
+                acked = self.acked,
+                deliv = self.delivered,
+                rate = self.rate(),
+                unacked = self.delivered_unacked,
+                dup = self.duplicates,
+                redeliv = if c.flavor == Flavor::Spsc {
+                    format!(" (plus {} allowed SPSC redeliveries)", self.redeliveries)
+                } else {
+                    String::new()
+                },
+                lost = self.lost,
+                allow = self.allowance,
+                torn = self.torn,
+                never = self.never_sent,
+                reord = self.reordered,
+                reord_note = if c.flavor == Flavor::Spsc {
+                    ""
+                } else {
+                    " (checked for SPSC only)"
+                },
+            ),
+        };
+        format!("{}{middle}{}", self.text_head(), self.text_tail())
+    }
+
+    /// Delivered messages per second, for the text summary.
+    fn rate(&self) -> String {
+        human((self.delivered as f64 / self.total.as_secs_f64().max(1e-3)) as u64)
+    }
+
+    /// The summary's first lines: the run, its duration and its kills.
+    fn text_head(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "shmchan soak: {flavor}, {p} producer(s) x {cn} consumer(s) x {th} thread(s), capacity {cap}, seed {seed:#x}
+  duration         {kill:.1} s of kills, {total:.1} s in all
+  kills            {kills} (producers {kp}, consumers {kc}; {ku} before the victim had attached)
+",
+            flavor = c.label(),
             p = c.producers,
             cn = c.consumers,
             th = c.threads,
@@ -2310,22 +2479,23 @@ impl Summary {
             kp = self.kills_p,
             kc = self.kills_c,
             ku = self.kills_unattached,
-            acked = self.acked,
-            deliv = self.delivered,
-            rate = human((self.delivered as f64 / self.total.as_secs_f64().max(1e-3)) as u64),
-            unacked = self.delivered_unacked,
-            dup = self.duplicates,
-            redeliv = if c.flavor == Flavor::Spsc {
-                format!(" (plus {} allowed SPSC redeliveries)", self.redeliveries)
-            } else {
-                String::new()
-            },
-            lost = self.lost,
-            allow = self.allowance,
-            torn = self.torn,
-            never = self.never_sent,
-            reord = self.reordered,
-            reord_note = if c.flavor == Flavor::Spsc { "" } else { " (checked for SPSC only)" },
+        )
+    }
+
+    /// The summary's last lines, the same for every flavor.
+    fn text_tail(&self) -> String {
+        let c = &self.cfg;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let v = self.violations();
+        format!(
+            "  child failures   {cf} during the run, {sf} at the end
+  stall            max {smax:.1} ms, p99 {s99:.1} ms, p50 {s50:.1} ms over {sn} kills (limit {slim} ms, {sover} over)
+  attach           median {am:.1} ms, max {ax:.1} ms from spawn
+  /dev/shm         {left} object(s) of this run left{left_names}
+  bookkeeping      parent: {tags} producer tags x {tsz} B = {tmib:.2} MiB, peak {gaps} gap ranges, peak RSS {rss:.1} MiB;
+                   disk: at most {files} record files live ({cfile:.2} MiB per consumer, 4 KiB per producer), peak {disk:.2} MiB allocated
+  result           {result}
+",
             cf = self.child_failures,
             sf = self.stop_failures,
             smax = self.stall_ms(1.0),
