@@ -551,3 +551,143 @@ fn a_live_subscriber_over_the_lag_limit_is_evicted_then_told_and_counted_again()
     drop(guard);
     common::assert_shm_gone(&[&name]);
 }
+
+#[test]
+fn the_whole_api_surface_in_one_process() {
+    use shmchan::ByteSendError;
+    use shmchan::broadcast::{BytePublisher, ByteSubscriber, RecvError, RecvRefError};
+    let (mut guard, name) = ShmGuard::fresh("bcast-api");
+    let mut tx = Publisher::<u32>::create(&name, 4).expect("create");
+    assert!(tx.owns_name());
+    tx.keep();
+    assert_eq!(
+        (tx.capacity(), tx.max_subscribers(), tx.policy()),
+        (4, 16, Policy::Lossless)
+    );
+    let mut rx = Subscriber::<u32>::open(&name).expect("subscribe");
+    assert!(!rx.owns_name());
+    rx.keep();
+    assert!(format!("{tx:?}").contains("Publisher"));
+    assert!(format!("{rx:?}").contains("Subscriber"));
+    assert_eq!((rx.capacity(), rx.len(), rx.is_empty()), (4, 0, true));
+    assert!(!rx.is_disconnected());
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(1)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    for v in 0..3 {
+        tx.send(v).expect("send");
+    }
+    assert_eq!((rx.len(), tx.position()), (3, 3));
+    assert_eq!(rx.recv(), Ok(0));
+    {
+        let r = rx.recv_ref().expect("recv_ref");
+        assert_eq!(format!("{r:?}"), "1");
+    }
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), [Ok(2)]);
+    // The publisher leaves (keeping the name): drained, the subscriber is told.
+    drop(tx);
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+    assert!(rx.is_disconnected());
+    assert_eq!(rx.iter().count(), 0);
+    // Another publisher opens it and goes on where the first stopped.
+    let tx = Publisher::<u32>::open(&name).expect("reopen");
+    assert_eq!(tx.position(), 3);
+    tx.send_deadline(3, Instant::now() + MUST_FINISH)
+        .expect("send");
+    assert_eq!(rx.iter().next(), Some(Ok(3)));
+    // Error texts say what to do; conversions keep the count.
+    let e = TryRecvError::Lagged(5);
+    assert!(e.to_string().contains('5'));
+    assert_eq!(
+        TryRecvError::from(RecvError::Lagged(2)),
+        TryRecvError::Lagged(2)
+    );
+    assert_eq!(
+        TryRecvError::from(RecvError::Disconnected),
+        TryRecvError::Disconnected
+    );
+    assert_eq!(
+        RecvTimeoutError::from(RecvError::Lagged(2)),
+        RecvTimeoutError::Lagged(2)
+    );
+    assert_eq!(
+        RecvTimeoutError::from(RecvError::Disconnected),
+        RecvTimeoutError::Disconnected
+    );
+    for (e, want) in [
+        (RecvRefError::from(TryRecvError::Empty), RecvRefError::Empty),
+        (
+            RecvRefError::from(TryRecvError::Lagged(1)),
+            RecvRefError::Lagged(1),
+        ),
+        (
+            RecvRefError::from(TryRecvError::Disconnected),
+            RecvRefError::Disconnected,
+        ),
+        (
+            RecvRefError::from(RecvTimeoutError::Timeout),
+            RecvRefError::Empty,
+        ),
+        (
+            RecvRefError::from(RecvTimeoutError::Lagged(1)),
+            RecvRefError::Lagged(1),
+        ),
+        (
+            RecvRefError::from(RecvTimeoutError::Disconnected),
+            RecvRefError::Disconnected,
+        ),
+    ] {
+        assert_eq!(e, want);
+        assert!(!e.to_string().is_empty());
+    }
+    assert!(RecvRefError::Overwrite.to_string().contains("lossless"));
+    for e in [RecvError::Lagged(1), RecvError::Disconnected] {
+        assert!(!e.to_string().is_empty());
+    }
+    for e in [
+        RecvTimeoutError::Timeout,
+        RecvTimeoutError::Lagged(1),
+        RecvTimeoutError::Disconnected,
+    ] {
+        assert!(!e.to_string().is_empty());
+    }
+    drop((tx, rx));
+    shmchan::remove(&name).expect("remove");
+
+    // Bytes: create, open, the blocking and timed forms, Full, Debug.
+    let bn = common::unique_name("bcast-api-bytes");
+    guard.add(&bn);
+    let btx = BytePublisher::create(&bn, 2, 8).expect("create bytes");
+    assert_eq!((btx.max_len(), btx.capacity()), (8, 2));
+    let brx = ByteSubscriber::open(&bn).expect("subscribe bytes");
+    assert!(format!("{btx:?}").contains("BytePublisher"));
+    assert!(format!("{brx:?}").contains("ByteSubscriber"));
+    assert!(matches!(
+        BytePublisher::open(&bn),
+        Err(OpenError::RoleTaken { .. })
+    ));
+    btx.try_send(b"a").expect("send");
+    btx.send_timeout(b"b", MUST_FINISH).expect("send");
+    assert_eq!(btx.try_send(b"c"), Err(ByteSendError::Full));
+    assert_eq!(
+        btx.send_timeout(b"c", Duration::from_millis(1)),
+        Err(ByteSendError::Timeout)
+    );
+    assert_eq!(brx.recv(), Ok(b"a".to_vec()));
+    assert_eq!(brx.recv_timeout(MUST_FINISH), Ok(b"b".to_vec()));
+    assert_eq!(brx.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(
+        brx.recv_timeout(Duration::from_millis(1)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    assert_eq!(
+        (brx.len(), brx.is_empty(), brx.is_disconnected()),
+        (0, true, false)
+    );
+    drop(btx);
+    assert_eq!(brx.recv(), Err(RecvError::Disconnected));
+    drop(brx);
+    drop(guard);
+    common::assert_shm_gone(&[&name, &bn]);
+}
