@@ -1020,6 +1020,22 @@ fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
             args.iters,
         )?);
         pb.inc(1);
+        #[cfg(feature = "bench-iceoryx2")]
+        {
+            pb.set_message("iceoryx2 publish-subscribe round trip 8 B busy");
+            recs.push(rtt_line(
+                |n| {
+                    Ok(Record {
+                        bench: "iox_rtt",
+                        size: 8,
+                        mode: "busy".into(),
+                        samples: crate::iox_bench::rtt(n)?,
+                        ..Default::default()
+                    })
+                },
+                args.iters,
+            )?);
+        }
         let n = stream_msgs(args, 8);
         for (subs, busy) in [(1, true), (1, false), (2, false), (4, false)] {
             pb.set_message(format!("broadcast stream to {subs} subscribers"));
@@ -1307,6 +1323,21 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
             fmt(v, 0),
             fmt(ratio, 2)
         );
+        let iox: Vec<(f64, f64)> = runs
+            .iter()
+            .filter_map(|rs| {
+                let b = find(rs, "bcast_rtt", 8, "busy")?;
+                let i = find(rs, "iox_rtt", 8, "busy")?;
+                Some((p(&i, 0.5), p(&b, 0.5) / p(&i, 0.5).max(1.0)))
+            })
+            .collect();
+        if !iox.is_empty() {
+            println!(
+                "| iceoryx2 0.10 publish-subscribe round trip 8 B, busy, p50 | {} ns | shmchan broadcast at {} × iceoryx2 | ≤ 0.3 |",
+                fmt(mmm(iox.iter().map(|x| x.0).collect()), 0),
+                fmt(mmm(iox.iter().map(|x| x.1).collect()), 2)
+            );
+        }
     }
     for (mode, base) in [
         ("1 sub busy", ""),

@@ -11,6 +11,8 @@ mod admin;
 mod baselines;
 mod bcast_bench;
 mod bench;
+#[cfg(feature = "bench-iceoryx2")]
+mod iox_bench;
 mod mpmc_bench;
 mod rtrb_baseline;
 mod soak;
@@ -69,6 +71,8 @@ fn main() -> ExitCode {
     baselines::maybe_run_child();
     bench::maybe_run_child();
     bcast_bench::maybe_run_child();
+    #[cfg(feature = "bench-iceoryx2")]
+    iox_bench::maybe_run_child();
     mpmc_bench::maybe_run_child();
     soak::maybe_run_child();
     let cli = Cli::parse();
