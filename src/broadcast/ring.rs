@@ -210,6 +210,7 @@ impl Ring {
     ///
     /// # Safety
     /// `src` must be readable for `len` bytes, `len <= msg_size`.
+    #[inline]
     unsafe fn store_payload(&self, pos: u64, src: *const u8, len: usize) {
         debug_assert!(len <= self.msg_size);
         let whole = len / 8;
@@ -234,6 +235,7 @@ impl Ring {
     ///
     /// # Safety
     /// `dst` must be writable for `len` bytes, `len <= msg_size`.
+    #[inline]
     unsafe fn load_payload(&self, pos: u64, dst: *mut u8, len: usize) {
         debug_assert!(len <= self.msg_size);
         let whole = len / 8;
@@ -344,6 +346,7 @@ impl Publisher {
 
     /// How many of the next `want` positions may be written now (lossless: before the
     /// slowest counted cursor's slot comes round; overwrite: all).
+    #[inline]
     pub fn room(&self, want: u64) -> u64 {
         if !self.lossless {
             return want;
@@ -526,6 +529,7 @@ impl Subscriber {
         self.pos.get()
     }
 
+    #[inline]
     fn line(&self) -> &CursorLine {
         // Index checked at join.
         &self.ring.cursors()[self.index]
