@@ -13,7 +13,7 @@ use shmchan::broadcast::{
     Policy, Publisher, RecvRefError, RecvTimeoutError, Subscriber, TryRecvError,
 };
 use shmchan::{CreateMode, OpenError, Options, TrySendError};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const CAP: usize = 16;
@@ -32,23 +32,10 @@ const ATTACK: Duration = Duration::from_secs(2);
 fn scribble(name: &str) -> ! {
     let info = shmchan::inspect(name).expect("inspect");
     let slot_size = info.slot_size as usize;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(common::shm_path(name))
-        .expect("open object");
-    // SAFETY: a shared mapping of an object other processes use concurrently; this
-    // process only accesses it through atomics below, and nobody shrinks it.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map object");
+    let map = common::ObjectMap::open(name);
     let len = map.len();
     assert!(len >= OFF_SLOTS + CAP * slot_size, "object of {len} bytes");
-    let base = map.as_mut_ptr();
-    let word = |off: usize| {
-        assert!(off % 8 == 0 && off + 8 <= len);
-        // SAFETY: in bounds and 8-aligned (the mapping is page aligned); the memory is
-        // shared with other processes, which is what atomics are for.
-        unsafe { &*(base.add(off) as *const AtomicU64) }
-    };
+    let word = |off: usize| map.u64_at(off);
     let mut rng = Rng::from_entropy();
     let parent = rustix::process::getppid();
     let start = Instant::now();

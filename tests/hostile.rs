@@ -18,7 +18,7 @@ use shmchan::{
     ByteReceiver, ByteSendError, ByteSender, CreateMode, OpenError, Options, Receiver,
     RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError, Zeroable,
 };
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Capacity of the channels under attack.
@@ -82,29 +82,11 @@ fn scribble(name: &str, slot_size: usize, len_words: bool, positions: bool) -> !
         (info.capacity, info.slot_size),
         (CAP as u64, slot_size as u64)
     );
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(common::shm_path(name))
-        .expect("open object");
-    // SAFETY: a shared mapping of a shared-memory object that other processes use
-    // concurrently; this process only accesses it through atomics below, and nobody
-    // shrinks the object while the test runs.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map object");
+    let map = common::ObjectMap::open(name);
     let len = map.len();
     assert!(len >= OFF_SLOTS + CAP * slot_size, "object of {len} bytes");
-    let base = map.as_mut_ptr();
-    let word64 = |off: usize| {
-        assert!(off % 8 == 0 && off + 8 <= len);
-        // SAFETY: in bounds and 8-aligned (the mapping is page aligned); the memory is
-        // shared with other processes, which is what atomics are for.
-        unsafe { &*(base.add(off) as *const AtomicU64) }
-    };
-    let word32 = |off: usize| {
-        assert!(off % 4 == 0 && off + 4 <= len);
-        // SAFETY: as above, 4-aligned.
-        unsafe { &*(base.add(off) as *const AtomicU32) }
-    };
+    let word64 = |off: usize| map.u64_at(off);
+    let word32 = |off: usize| map.u32_at(off);
     let mut rng = Rng::from_entropy();
     let parent = rustix::process::getppid();
     let start = Instant::now();

@@ -15,7 +15,7 @@ use shmchan::{
     TrySendError, WaitStrategy,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -108,18 +108,8 @@ fn child_roles(c: &ChildEnv) {
         // `not_empty` line, word at its start; flag PENDING = 1), as wakers do while a
         // waiter is counted, without ever waking it or publishing a message.
         "flag_not_empty" => {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(common::shm_path(&c.name))
-                .expect("open object");
-            // SAFETY: a shared mapping of an object other processes use concurrently;
-            // this process only touches it through the atomic below.
-            let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map object");
-            assert!(map.len() >= 4096);
-            // SAFETY: offset 384 is in bounds and 4-aligned (the mapping is page
-            // aligned); shared memory is what atomics are for.
-            let word = unsafe { &*(map.as_ptr().add(NOT_EMPTY_WORD) as *const AtomicU32) };
+            let map = common::ObjectMap::open(&c.name);
+            let word = map.u32_at(NOT_EMPTY_WORD);
             let parent = rustix::process::getppid();
             let start = Instant::now();
             while !common::orphaned(parent) && start.elapsed() < 2 * MUST_FINISH {

@@ -20,7 +20,7 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -509,6 +509,48 @@ pub fn thread_state(tid: i32) -> Option<char> {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
     rest.split_ascii_whitespace().next()?.chars().next()
+}
+
+/// A read-write shared mapping of channel `name`'s whole object, as another process
+/// (a hostile one, or a test's probe) would make it, accessed through atomics only.
+pub struct ObjectMap {
+    map: memmap2::MmapMut,
+}
+
+impl ObjectMap {
+    /// Maps `/dev/shm/<name>`.
+    pub fn open(name: &str) -> ObjectMap {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(shm_path(name))
+            .expect("open object");
+        // SAFETY: a shared mapping of an object other processes use concurrently; it
+        // is only accessed through the atomics below, and nobody shrinks the object
+        // while a test runs.
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map object");
+        ObjectMap { map }
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The 8-byte word at `off`.
+    pub fn u64_at(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.map.len(), "word at {off}");
+        // SAFETY: in bounds and 8-aligned (the mapping is page aligned); the memory is
+        // shared with other processes, which is what atomics are for.
+        unsafe { &*(self.map.as_ptr().add(off) as *const AtomicU64) }
+    }
+
+    /// The 4-byte word at `off`.
+    pub fn u32_at(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.map.len(), "word at {off}");
+        // SAFETY: as in `u64_at`, 4-aligned.
+        unsafe { &*(self.map.as_ptr().add(off) as *const AtomicU32) }
+    }
 }
 
 /// Whether every thread of process `pid` is stopped (`T` or `t` in its stat):
