@@ -84,8 +84,20 @@ fn mpmc_hostile_corpus() {
     replay("corpus", "mpmc_hostile", fuzz::mpmc::hostile);
 }
 
-/// Inputs that crash on known, unfixed bugs in `src/` (see `fuzz/README.md`); none
-/// at present. Un-ignore this test (or move the inputs into the corpus) with the fix.
+#[test]
+fn bcast_ops_corpus() {
+    replay("corpus", "bcast_ops", fuzz::bcast::ops);
+}
+
+#[test]
+fn bcast_hostile_corpus() {
+    replay("corpus", "bcast_hostile", fuzz::bcast::hostile);
+}
+
+/// Inputs that crash on known, unfixed bugs in `src/` (see `fuzz/README.md`), each
+/// through its target's strict variant where the target models the bug (`bcast_ops`
+/// through `ops_strict`). Un-ignore this test (or move the inputs into the corpus)
+/// with the fix.
 #[test]
 #[ignore = "replays fuzz/regressions/: inputs for known, unfixed bugs"]
 fn known_bug_regressions() {
@@ -95,6 +107,8 @@ fn known_bug_regressions() {
         ("hostile", fuzz::hostile::run),
         ("mpmc_ops", fuzz::mpmc::ops),
         ("mpmc_hostile", fuzz::mpmc::hostile),
+        ("bcast_ops", fuzz::bcast::ops_strict),
+        ("bcast_hostile", fuzz::bcast::hostile),
     ] {
         for path in inputs("regressions", target) {
             eprintln!("replaying {}", path.display());

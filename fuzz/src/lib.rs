@@ -14,6 +14,7 @@
 //! `pwrite` on `/dev/shm/<name>`, which lands in the same pages as every mapping of it.
 
 pub mod attach;
+pub mod bcast;
 pub mod hostile;
 pub mod mpmc;
 pub mod ops;
