@@ -95,8 +95,7 @@ fn bcast_hostile_corpus() {
 }
 
 /// Inputs that crash on known, unfixed bugs in `src/` (see `fuzz/README.md`), each
-/// through its target's strict variant where the target models the bug (`bcast_ops`
-/// through `ops_strict`). Un-ignore this test (or move the inputs into the corpus)
+/// through its target. Un-ignore this test (or move the inputs into the corpus)
 /// with the fix.
 #[test]
 #[ignore = "replays fuzz/regressions/: inputs for known, unfixed bugs"]
@@ -107,7 +106,7 @@ fn known_bug_regressions() {
         ("hostile", fuzz::hostile::run),
         ("mpmc_ops", fuzz::mpmc::ops),
         ("mpmc_hostile", fuzz::mpmc::hostile),
-        ("bcast_ops", fuzz::bcast::ops_strict),
+        ("bcast_ops", fuzz::bcast::ops),
         ("bcast_hostile", fuzz::bcast::hostile),
     ] {
         for path in inputs("regressions", target) {

@@ -134,8 +134,6 @@ struct Sub {
     cursor: usize,
     pos: u64,
     missed: u64,
-    /// What the cursor line's miss count held when this subscriber took it.
-    inherited: u64,
 }
 
 /// The model of the channel.
@@ -153,11 +151,6 @@ struct Model {
     cache: u64,
     /// Values handed to sends, all distinct.
     next_value: u64,
-    /// Misses counted in each cursor line since creation (every subscriber that held it).
-    line_missed: Vec<u64>,
-    /// Check the documented behaviour where a known bug departs from it (see
-    /// [`ops_strict`]); else expect the bug's behaviour.
-    strict: bool,
 }
 
 impl Model {
@@ -207,7 +200,6 @@ impl Model {
             Got::Lagged(n) => {
                 s.pos += n;
                 s.missed += n;
-                self.line_missed[s.cursor] += n;
             }
             Got::Nothing | Got::Disconnected => {}
         }
@@ -271,29 +263,14 @@ fn other(p: Policy) -> Policy {
 /// | 1 | bit 0: open the other role at once; bit 1: the creating subscriber starts at the oldest |
 /// | rest | operations: one byte each (mod 16, see the match below), then a handle index byte and, for some, an argument byte |
 pub fn ops(data: &[u8]) {
-    ops_with(data, false);
-}
-
-/// [`ops`], checking the documented behaviour where a known, unfixed bug departs
-/// from it (replayed on `fuzz/regressions/bcast_ops/` by the ignored
-/// `known_bug_regressions` test). Known bugs (see `fuzz/README.md`):
-///
-/// 1. `shmchan::inspect`'s `missed` of a subscriber includes the misses of every
-///    subscriber that held its cursor line before (the line's count is never reset
-///    when a subscriber joins).
-pub fn ops_strict(data: &[u8]) {
-    ops_with(data, true);
-}
-
-fn ops_with(data: &[u8], strict: bool) {
     let mut input = Input::new(data);
     let guard = ShmGuard::fresh("bcast_ops");
-    run_ops(&mut input, &guard.name, strict);
+    run_ops(&mut input, &guard.name);
     // Created with keep(true): the name outlives every handle, exactly once.
     shmchan::remove(&guard.name).expect("the kept name survives its handles");
 }
 
-fn run_ops(input: &mut Input<'_>, name: &str, strict: bool) {
+fn run_ops(input: &mut Input<'_>, name: &str) {
     let cfg = input.u8();
     let cfg2 = input.u8();
     let cap = 1u64 << ((cfg & 7) % 7);
@@ -324,8 +301,6 @@ fn run_ops(input: &mut Input<'_>, name: &str, strict: bool) {
         floor: 0,
         cache: 0u64.wrapping_sub(cap),
         next_value: 0,
-        line_missed: vec![0; nsubs],
-        strict,
     };
     let mut publisher: Option<Publisher<u64>> = None;
     let mut subs: Vec<Option<Sub>> = (0..SLOTS).map(|_| None).collect();
@@ -353,7 +328,6 @@ fn run_ops(input: &mut Input<'_>, name: &str, strict: bool) {
             cursor: 0,
             pos: 0,
             missed: 0,
-            inherited: 0,
         });
     }
     if sub_creates && open_other {
@@ -476,7 +450,6 @@ fn run_ops(input: &mut Input<'_>, name: &str, strict: bool) {
                             cursor,
                             pos,
                             missed: 0,
-                            inherited: m.line_missed[cursor],
                         });
                     }
                     Err(OpenError::TooManyPeers(n)) => {
@@ -611,12 +584,11 @@ fn check_inspect(name: &str, m: &Model, publisher: bool, subs: &[Option<Sub>]) {
     want.sort_by_key(|s| s.cursor);
     assert_eq!(info.subscribers.len(), want.len(), "inspect: subscribers");
     for (got, s) in info.subscribers.iter().zip(&want) {
-        // Known bug 1 (fuzz/README.md): a subscriber's line keeps the misses of the
-        // subscribers that held it before.
-        let known_carry = if m.strict { 0 } else { s.inherited };
+        // (Bug found by this target: the line kept the misses of the subscribers
+        // that held it before; `missed` is now this subscriber's own.)
         assert_eq!(
             (got.cursor, got.position, got.lag, got.missed, got.alive),
-            (s.cursor, s.pos, t - s.pos, s.missed + known_carry, true),
+            (s.cursor, s.pos, t - s.pos, s.missed, true),
             "inspect: cursor {} (cursor, position, lag, missed, alive)",
             s.cursor
         );

@@ -544,8 +544,7 @@ impl<T: Pod> Subscriber<T> {
                     take(unsafe { v.assume_init() });
                 }
                 Read::Lagged(k) => {
-                    self.core.defer_lag(k);
-                    self.core.after_lag();
+                    self.core.defer_lag(k.saturating_add(self.core.recount()));
                     break;
                 }
                 Read::Empty => break,

@@ -294,40 +294,34 @@ impl SubCore {
         }
     }
 
-    /// Tells a lossless publisher that slots were released; if it stopped counting
-    /// this subscriber (evicted over the lag limit), counts again, and keeps the
-    /// messages that skips to report as a lag.
+    /// Tells a lossless publisher that slots were released.
     #[inline]
     pub fn released(&self) {
         if self.lossless {
             wait::notify(&self.ring.ring().ctl().not_full.w);
-            if !self.ring.counted() {
-                self.rejoin();
-            }
         }
     }
 
-    #[cold]
-    fn rejoin(&self) {
-        let skipped = self.ring.rejoin();
-        self.defer_lag(skipped);
-    }
-
-    /// After a lag report: a lossless subscriber that was evicted counts again.
+    /// A lossless subscriber the publisher stopped counting (evicted over the lag
+    /// limit) counts again; returns how many messages that skips (0 if it was
+    /// counted). The caller reports them in the same call that moves the cursor.
     #[inline]
-    pub fn after_lag(&self) {
+    pub fn recount(&self) -> u64 {
         if self.lossless && !self.ring.counted() {
-            self.rejoin();
+            self.ring.rejoin()
+        } else {
+            0
         }
     }
 
-    /// Passes `r` on, re-joining first if it reports a lag of an evicted subscriber.
+    /// Passes `r` on; a lag of an evicted subscriber also counts what re-joining
+    /// skips.
     #[inline]
     fn checked(&self, r: Read) -> Read {
-        if matches!(r, Read::Lagged(_)) {
-            self.after_lag();
+        match r {
+            Read::Lagged(n) => Read::Lagged(n.saturating_add(self.recount())),
+            r => r,
         }
-        r
     }
 
     /// One receive without waiting: `read` looks at the next slot (copying the message
@@ -344,6 +338,11 @@ impl SubCore {
         }
         if let Some(n) = self.take_pending_lag() {
             return Err(TryRecvError::Lagged(n));
+        }
+        // Evicted since the last receive: count again first, and say what it skips.
+        match self.recount() {
+            0 => {}
+            n => return Err(TryRecvError::Lagged(n)),
         }
         match read() {
             Read::Got => {

@@ -468,7 +468,9 @@ impl Subscriber {
     /// `start` asks for (the subscriber's half of the floor protocol when lossless).
     /// `None` if there is no such cursor.
     pub fn join(ring: Ring, index: usize, owner: u64, start: Start) -> Option<Subscriber> {
-        ring.cursors().get(index)?;
+        let line = ring.cursors().get(index)?;
+        // A new subscriber's own count (the line may have served another before).
+        line.missed.store(0, Ordering::Relaxed);
         let s0 = ring.floor().min(ring.tail());
         let start = Self::announce(&ring, index, owner, s0, start);
         Some(Subscriber {
