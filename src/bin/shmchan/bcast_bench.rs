@@ -96,6 +96,40 @@ pub fn maybe_run_child() {
                     next += 1;
                 }
             }
+            // As `sink`, taking whatever is there after each wait in one batch.
+            "sinkbatch" | "sinkblock" => {
+                let wait = if role == "sinkblock" {
+                    shmchan::WaitStrategy::Block
+                } else {
+                    shmchan::WaitStrategy::default()
+                };
+                let rx =
+                    Subscriber::<u64>::with_options(name, &Options::new().wait_strategy(wait))?;
+                let mut buf = [0u64; 256];
+                let mut next = 0;
+                let mut check = |v: u64| -> Result<bool> {
+                    if v == END {
+                        return Ok(true);
+                    }
+                    if v != next {
+                        return Err(format!("got {v}, expected {next}").into());
+                    }
+                    next += 1;
+                    Ok(false)
+                };
+                loop {
+                    if check(rx.recv()?)? {
+                        return Ok(());
+                    }
+                    if let Ok(n) = rx.try_recv_batch(&mut buf) {
+                        for &v in &buf[..n] {
+                            if check(v)? {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
             r => Err(format!("unknown role {r}").into()),
         }
     })();
@@ -175,19 +209,31 @@ pub fn rtt(iters: usize) -> Result<Vec<u64>> {
     Ok(samples)
 }
 
-/// How long the publisher took to stream `n` u64s to `subs` subscriber processes:
-/// `busy`, one subscriber pinned to CPU 1 polling (as the SPSC `busy` stream), else
-/// unpinned ones with the default wait strategy.
-pub fn stream(subs: usize, n: u64, busy: bool) -> Result<Duration> {
+/// How subscribers receive in a streaming run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// One subscriber pinned to CPU 1, polling `try_recv` (as the SPSC `busy` stream).
+    Busy,
+    /// Unpinned subscribers, `recv` with the default wait strategy.
+    Spin,
+    /// As `Spin`, then `try_recv_batch` for whatever else is there.
+    Batch,
+    /// As `Batch`, sleeping at once when there is nothing (no spinning).
+    Block,
+}
+
+/// How long the publisher took to stream `n` u64s to `subs` subscriber processes that
+/// receive as `sink` says.
+pub fn stream(subs: usize, n: u64, sink: Sink) -> Result<Duration> {
+    let busy = sink == Sink::Busy;
     let name = unique("stream");
     let tx = Publisher::<u64>::with_options(&name, &create_opts(4096, subs as u32))?;
     let children = (0..subs)
-        .map(|_| {
-            if busy {
-                spawn("sinkbusy", 1, &name)
-            } else {
-                spawn("sink", usize::MAX, &name)
-            }
+        .map(|_| match sink {
+            Sink::Busy => spawn("sinkbusy", 1, &name),
+            Sink::Spin => spawn("sink", usize::MAX, &name),
+            Sink::Batch => spawn("sinkbatch", usize::MAX, &name),
+            Sink::Block => spawn("sinkblock", usize::MAX, &name),
         })
         .collect::<Result<Vec<_>>>()?;
     let t = Instant::now();

@@ -897,7 +897,7 @@ fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
         steps += args.sizes.len() as u64 * 2 + 1;
     }
     if want("bcast") {
-        steps += 5;
+        steps += 11;
     }
     let pb = ProgressBar::new(steps);
     pb.set_style(
@@ -1037,14 +1037,27 @@ fn run_once(args: &BenchArgs) -> Result<Vec<Record>> {
             )?);
         }
         let n = stream_msgs(args, 8);
-        for (subs, busy) in [(1, true), (1, false), (2, false), (4, false)] {
+        use crate::bcast_bench::Sink;
+        for (subs, sink) in [
+            (1, Sink::Busy),
+            (1, Sink::Spin),
+            (2, Sink::Spin),
+            (4, Sink::Spin),
+            (1, Sink::Batch),
+            (2, Sink::Batch),
+            (4, Sink::Batch),
+            (1, Sink::Block),
+            (2, Sink::Block),
+            (4, Sink::Block),
+        ] {
             pb.set_message(format!("broadcast stream to {subs} subscribers"));
             recs.push(with_floor(|| {
-                let took = crate::bcast_bench::stream(subs, n as u64, busy)?;
-                let mode = if busy {
-                    "1 sub busy".to_owned()
-                } else {
-                    format!("{subs} sub spin")
+                let took = crate::bcast_bench::stream(subs, n as u64, sink)?;
+                let mode = match sink {
+                    Sink::Busy => "1 sub busy".to_owned(),
+                    Sink::Spin => format!("{subs} sub spin"),
+                    Sink::Batch => format!("{subs} sub batch"),
+                    Sink::Block => format!("{subs} sub block"),
                 };
                 Ok(Record::throughput("bcast", 8, &mode, n, took))
             })?);
@@ -1344,6 +1357,12 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
         ("1 sub spin", ""),
         ("2 sub spin", "1 sub spin"),
         ("4 sub spin", "1 sub spin"),
+        ("1 sub batch", ""),
+        ("2 sub batch", "1 sub batch"),
+        ("4 sub batch", "1 sub batch"),
+        ("1 sub block", ""),
+        ("2 sub block", "1 sub block"),
+        ("4 sub block", "1 sub block"),
     ] {
         let rs: Vec<Record> = runs
             .iter()
@@ -1370,7 +1389,7 @@ fn print_markdown(runs: &[Vec<Record>], cpus: usize) {
                 })
                 .collect();
             (
-                format!("{} × 1 subscriber (spin)", fmt(mmm(r), 2)),
+                format!("{} × 1 subscriber ({})", fmt(mmm(r), 2), &base[6..]),
                 if mode.starts_with('2') { "≥ 0.8" } else { "" },
             )
         };
