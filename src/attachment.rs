@@ -19,6 +19,33 @@ pub(crate) fn deadline_in(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// `create` and `open` for a handle whose `with_options(name, &Options)` attaches it:
+/// `create` makes a new channel (exclusively) with `capacity` slots, `open` attaches
+/// to an existing one. Every flavor's typed handles share them; each says in its own
+/// words (`$create`, `$open`) what its role does.
+macro_rules! create_and_open {
+    (create: $create:expr, open: $open:expr $(,)?) => {
+        #[doc = $create]
+        pub fn create(name: &str, capacity: usize) -> Result<Self, crate::OpenError> {
+            Self::with_options(
+                name,
+                &crate::Options::new()
+                    .capacity(capacity)
+                    .mode(crate::CreateMode::CreateExclusive),
+            )
+        }
+
+        crate::attachment::create_and_open!(open: $open);
+    };
+    (open: $open:expr $(,)?) => {
+        #[doc = $open]
+        pub fn open(name: &str) -> Result<Self, crate::OpenError> {
+            Self::with_options(name, &crate::Options::new())
+        }
+    };
+}
+pub(crate) use create_and_open;
+
 /// One attachment: a mapping and a claimed peer-table entry.
 #[derive(Debug)]
 pub(crate) struct Attachment {

@@ -5,7 +5,7 @@ use super::error::{RecvError, RecvRefError, RecvTimeoutError, TryRecvError};
 use super::ring::Read;
 use crate::error::{OpenError, SendError, SendTimeoutError, TrySendError};
 use crate::layout::FLAVOR_BROADCAST;
-use crate::options::{CreateMode, Options, Policy};
+use crate::options::{Options, Policy};
 use crate::shared::Wanted;
 use crate::spsc::endpoint::deadline_in;
 use bytemuck::Pod;
@@ -139,28 +139,18 @@ impl<T: Pod> fmt::Debug for Publisher<T> {
 }
 
 impl<T: Pod> Publisher<T> {
-    /// Creates a lossless broadcast channel named `name` with `capacity` slots (a
-    /// power of two) and room for 16 subscribers, and attaches as its publisher. The
-    /// name is removed when this handle is dropped (see [`Options::keep`]).
-    ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn create(name: &str, capacity: usize) -> Result<Publisher<T>, OpenError> {
-        Self::with_options(
-            name,
-            &Options::new()
-                .capacity(capacity)
-                .mode(CreateMode::CreateExclusive),
-        )
-    }
-
-    /// Opens the existing broadcast channel `name` as its publisher.
-    ///
-    /// # Errors
-    /// `NotFound`, a mismatch, or `RoleTaken` if a live publisher is attached.
-    pub fn open(name: &str) -> Result<Publisher<T>, OpenError> {
-        Self::with_options(name, &Options::new())
-    }
+    crate::attachment::create_and_open!(
+        create: "Creates a lossless broadcast channel named `name` with `capacity` slots (a\n\
+            power of two) and room for 16 subscribers, and attaches as its publisher. The\n\
+            name is removed when this handle is dropped (see [`Options::keep`]).\n\
+            \n\
+            # Errors\n\
+            See [`OpenError`].",
+        open: "Opens the existing broadcast channel `name` as its publisher.\n\
+            \n\
+            # Errors\n\
+            `NotFound`, a mismatch, or `RoleTaken` if a live publisher is attached.",
+    );
 
     /// Creates or opens `name` as `opts` says ([`Options::subscribers`] and
     /// [`Options::policy`] apply at creation), and attaches as its publisher.
@@ -389,14 +379,11 @@ impl<T: Pod> fmt::Debug for Subscriber<T> {
 }
 
 impl<T: Pod> Subscriber<T> {
-    /// Opens the existing broadcast channel `name` as a new subscriber, starting at
-    /// the next message.
-    ///
-    /// # Errors
-    /// `NotFound`, a mismatch, or `TooManyPeers` if every subscriber entry is held.
-    pub fn open(name: &str) -> Result<Subscriber<T>, OpenError> {
-        Self::with_options(name, &Options::new())
-    }
+    crate::attachment::create_and_open!(open: "Opens the existing broadcast channel `name` as a new subscriber, starting at\n\
+            the next message.\n\
+            \n\
+            # Errors\n\
+            `NotFound`, a mismatch, or `TooManyPeers` if every subscriber entry is held.");
 
     /// Creates or opens `name` as `opts` says, and attaches as a subscriber starting
     /// where [`Options::start`] says.

@@ -6,7 +6,7 @@ use crate::error::{
 };
 use crate::layout::FLAVOR_MPMC;
 use crate::mpmc::ring::{Blocked, Claimant, GEN_MASK, MpmcRing, WRITING, decode};
-use crate::options::{CreateMode, Options};
+use crate::options::Options;
 use crate::peers::{self, Role};
 use crate::shared::{Shared, Wanted};
 use crate::spsc::endpoint::deadline_in;
@@ -304,27 +304,17 @@ macro_rules! mpmc_common {
 }
 
 impl<T: Pod> Sender<T> {
-    /// Creates an MPMC channel named `name` with `capacity` slots and attaches as a
-    /// sender. The name is removed when the last clone of this handle is dropped.
-    ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn create(name: &str, capacity: usize) -> Result<Sender<T>, OpenError> {
-        Self::with_options(
-            name,
-            &Options::new()
-                .capacity(capacity)
-                .mode(CreateMode::CreateExclusive),
-        )
-    }
-
-    /// Opens the existing MPMC channel `name` as a sender.
-    ///
-    /// # Errors
-    /// `NotFound`, a mismatch, or `TooManyPeers` if the peer table is full.
-    pub fn open(name: &str) -> Result<Sender<T>, OpenError> {
-        Self::with_options(name, &Options::new())
-    }
+    crate::attachment::create_and_open!(
+        create: "Creates an MPMC channel named `name` with `capacity` slots and attaches as a\n\
+            sender. The name is removed when the last clone of this handle is dropped.\n\
+            \n\
+            # Errors\n\
+            See [`OpenError`].",
+        open: "Opens the existing MPMC channel `name` as a sender.\n\
+            \n\
+            # Errors\n\
+            `NotFound`, a mismatch, or `TooManyPeers` if the peer table is full.",
+    );
 
     /// Creates or opens `name` as `opts` says, and attaches as a sender.
     ///
@@ -471,27 +461,17 @@ impl<T: Pod> Sender<T> {
 }
 
 impl<T: Pod> Receiver<T> {
-    /// Creates an MPMC channel named `name` with `capacity` slots and attaches as a
-    /// receiver. The name is removed when the last clone of this handle is dropped.
-    ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn create(name: &str, capacity: usize) -> Result<Receiver<T>, OpenError> {
-        Self::with_options(
-            name,
-            &Options::new()
-                .capacity(capacity)
-                .mode(CreateMode::CreateExclusive),
-        )
-    }
-
-    /// Opens the existing MPMC channel `name` as a receiver.
-    ///
-    /// # Errors
-    /// `NotFound`, a mismatch, or `TooManyPeers` if the peer table is full.
-    pub fn open(name: &str) -> Result<Receiver<T>, OpenError> {
-        Self::with_options(name, &Options::new())
-    }
+    crate::attachment::create_and_open!(
+        create: "Creates an MPMC channel named `name` with `capacity` slots and attaches as a\n\
+            receiver. The name is removed when the last clone of this handle is dropped.\n\
+            \n\
+            # Errors\n\
+            See [`OpenError`].",
+        open: "Opens the existing MPMC channel `name` as a receiver.\n\
+            \n\
+            # Errors\n\
+            `NotFound`, a mismatch, or `TooManyPeers` if the peer table is full.",
+    );
 
     /// Creates or opens `name` as `opts` says, and attaches as a receiver.
     ///

@@ -4,7 +4,7 @@ use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::layout::FLAVOR_SPSC;
-use crate::options::{CreateMode, Options};
+use crate::options::Options;
 use crate::shared::Wanted;
 use crate::spsc::endpoint::{RecvCore, SendCore, deadline_in};
 use bytemuck::Pod;
@@ -138,29 +138,19 @@ macro_rules! common_methods {
 pub(crate) use common_methods;
 
 impl<T: Pod> Sender<T> {
-    /// Creates a channel named `name` with `capacity` slots (a power of two) and
-    /// attaches as its sender. Fails with `AlreadyExists` if the name is taken. The
-    /// name is removed when this handle is dropped (see [`Options::keep`]).
-    ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn create(name: &str, capacity: usize) -> Result<Sender<T>, OpenError> {
-        Self::with_options(
-            name,
-            &Options::new()
-                .capacity(capacity)
-                .mode(CreateMode::CreateExclusive),
-        )
-    }
-
-    /// Opens the existing channel `name` as its sender.
-    ///
-    /// # Errors
-    /// `NotFound`, a mismatch (`TypeMismatch`, `FlavorMismatch`, …), or `RoleTaken` if
-    /// a live sender is attached.
-    pub fn open(name: &str) -> Result<Sender<T>, OpenError> {
-        Self::with_options(name, &Options::new())
-    }
+    crate::attachment::create_and_open!(
+        create: "Creates a channel named `name` with `capacity` slots (a power of two) and\n\
+            attaches as its sender. Fails with `AlreadyExists` if the name is taken. The\n\
+            name is removed when this handle is dropped (see [`Options::keep`]).\n\
+            \n\
+            # Errors\n\
+            See [`OpenError`].",
+        open: "Opens the existing channel `name` as its sender.\n\
+            \n\
+            # Errors\n\
+            `NotFound`, a mismatch (`TypeMismatch`, `FlavorMismatch`, …), or `RoleTaken` if\n\
+            a live sender is attached.",
+    );
 
     /// Creates or opens `name` as `opts` says, and attaches as its sender.
     ///
@@ -493,27 +483,17 @@ impl<T: Pod> fmt::Debug for SendSlot<'_, T> {
 }
 
 impl<T: Pod> Receiver<T> {
-    /// Creates a channel named `name` with `capacity` slots (a power of two) and
-    /// attaches as its receiver. The name is removed when this handle is dropped.
-    ///
-    /// # Errors
-    /// See [`OpenError`].
-    pub fn create(name: &str, capacity: usize) -> Result<Receiver<T>, OpenError> {
-        Self::with_options(
-            name,
-            &Options::new()
-                .capacity(capacity)
-                .mode(CreateMode::CreateExclusive),
-        )
-    }
-
-    /// Opens the existing channel `name` as its receiver.
-    ///
-    /// # Errors
-    /// `NotFound`, a mismatch, or `RoleTaken` if a live receiver is attached.
-    pub fn open(name: &str) -> Result<Receiver<T>, OpenError> {
-        Self::with_options(name, &Options::new())
-    }
+    crate::attachment::create_and_open!(
+        create: "Creates a channel named `name` with `capacity` slots (a power of two) and\n\
+            attaches as its receiver. The name is removed when this handle is dropped.\n\
+            \n\
+            # Errors\n\
+            See [`OpenError`].",
+        open: "Opens the existing channel `name` as its receiver.\n\
+            \n\
+            # Errors\n\
+            `NotFound`, a mismatch, or `RoleTaken` if a live receiver is attached.",
+    );
 
     /// Creates or opens `name` as `opts` says, and attaches as its receiver.
     ///
