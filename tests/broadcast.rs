@@ -691,3 +691,52 @@ fn the_whole_api_surface_in_one_process() {
     drop(guard);
     common::assert_shm_gone(&[&name, &bn]);
 }
+
+#[test]
+fn shmchan_ls_and_stat_show_each_subscriber() {
+    let (guard, name) = ShmGuard::fresh("bcast-cli");
+    let tx =
+        Publisher::<u64>::with_options(&name, &create(8, 2, Policy::Lossless)).expect("create");
+    let a = Subscriber::<u64>::open(&name).expect("a");
+    let _b = Subscriber::<u64>::open(&name).expect("b");
+    for v in 0..3 {
+        tx.send(v).expect("send");
+    }
+    assert_eq!(a.try_recv(), Ok(0));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shmchan"))
+            .args(args)
+            .output()
+            .expect("run shmchan");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Compared with single spaces (the columns are padded).
+    let stat = run(&["stat", &name])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(stat.contains("broadcast (lossless)"), "{stat}");
+    assert!(
+        stat.contains("cursor 0 position 1 lag 2 missed 0 alive"),
+        "{stat}"
+    );
+    assert!(
+        stat.contains("cursor 1 position 0 lag 3 missed 0 alive"),
+        "{stat}"
+    );
+    let ls = run(&["ls"]);
+    let line = ls.lines().find(|l| l.starts_with(&name)).expect("listed");
+    assert!(
+        line.contains(" bcast ") && line.contains("(lag 2)") && line.contains("(lag 3)"),
+        "{line}"
+    );
+    let json = run(&["stat", &name, "--json"]);
+    assert!(
+        json.contains("\"subscribers\"") && json.contains("\"lag\": 3"),
+        "{json}"
+    );
+    drop((tx, a, _b));
+    drop(guard);
+    common::assert_shm_gone(&[&name]);
+}

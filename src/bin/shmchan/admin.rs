@@ -24,8 +24,15 @@ fn peers_text(info: &ChannelInfo) -> String {
     info.peers
         .iter()
         .map(|p| {
+            // A broadcast subscriber also shows how far behind it is.
+            let lag = info
+                .subscribers
+                .iter()
+                .find(|c| c.cursor + 1 == p.index && p.role == "subscriber")
+                .map(|c| format!("(lag {})", c.lag))
+                .unwrap_or_default();
             format!(
-                "{}:{}{}",
+                "{}:{}{}{lag}",
                 &p.role[..1],
                 p.pid,
                 if p.alive { "" } else { "(dead)" }
@@ -94,7 +101,11 @@ pub fn ls(as_json: bool) -> Result<()> {
             Ok(i) => println!(
                 "{:<32} {:<5} {:<5} {:>9} {:>7} {:>9} {:>10} {:>5}  {}",
                 i.name,
-                i.flavor,
+                if i.flavor == "broadcast" {
+                    "bcast"
+                } else {
+                    i.flavor
+                },
                 i.kind,
                 i.capacity,
                 i.msg_size,
