@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub geo: Geometry,
     /// Entries of the peer table in use (validated copy of the header's).
     pub max_peers: usize,
+    /// Broadcast: the policy (validated copy; `Lossless` for other flavors).
+    policy: crate::options::Policy,
+    /// Broadcast, lossless: the lag limit (validated copy; `None`: never).
+    lag_limit: Option<Duration>,
 }
 
 fn flavor_name(f: u32) -> &'static str {
@@ -221,6 +225,8 @@ impl Shared {
             seg,
             geo,
             max_peers: max_peers as usize,
+            policy: crate::options::Policy::from_code(policy).unwrap_or_default(),
+            lag_limit: (lag_limit_ms > 0).then(|| Duration::from_millis(u64::from(lag_limit_ms))),
         })
     }
 
@@ -317,10 +323,18 @@ impl Shared {
         // A valid channel of exactly the size its geometry says: now fill the page
         // tables (`hdr` points into the lazy mapping and is not used again).
         seg.populate(&fd)?;
+        // The snapshot was validated (`geometry` refuses an unknown broadcast policy):
+        // later reads of the live header could see another process's scribbles.
+        let broadcast = geo.flavor == FLAVOR_BROADCAST;
         Ok(Shared {
             seg,
             geo,
             max_peers: snap.max_peers as usize,
+            policy: crate::options::Policy::from_code(snap.policy)
+                .filter(|_| broadcast)
+                .unwrap_or_default(),
+            lag_limit: (broadcast && snap.lag_limit_ms > 0)
+                .then(|| Duration::from_millis(u64::from(snap.lag_limit_ms))),
         })
     }
 
@@ -393,16 +407,13 @@ impl Shared {
     /// Broadcast: the policy the channel was created with (read at attach, when the
     /// header was validated; `Lossless` for other flavors).
     pub fn policy(&self) -> crate::options::Policy {
-        // SAFETY: the mapping holds a validated header (HEADER_SIZE bytes, aligned).
-        let snap = unsafe { ConfigSnapshot::read(self.seg.as_ptr() as *const Header) };
-        crate::options::Policy::from_code(snap.policy).unwrap_or_default()
+        self.policy
     }
 
-    /// Broadcast: the lag limit the channel was created with (`None`: never).
+    /// Broadcast: the lag limit the channel was created with (`None`: never), as
+    /// validated at attach.
     pub fn lag_limit(&self) -> Option<Duration> {
-        // SAFETY: the mapping holds a validated header (HEADER_SIZE bytes, aligned).
-        let snap = unsafe { ConfigSnapshot::read(self.seg.as_ptr() as *const Header) };
-        (snap.lag_limit_ms > 0).then(|| Duration::from_millis(u64::from(snap.lag_limit_ms)))
+        self.lag_limit
     }
 
     /// Broadcast: the subscribers' cursor lines (empty for other flavors).

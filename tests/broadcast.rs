@@ -507,7 +507,15 @@ fn a_live_subscriber_over_the_lag_limit_is_evicted_then_told_and_counted_again()
     let opts = create(8, 2, Policy::Lossless).lag_limit(limit);
     let tx = Publisher::<u64>::with_options(&name, &opts).expect("create");
     let fast = Subscriber::<u64>::open(&name).expect("fast");
-    let slow = Subscriber::<u64>::open(&name).expect("slow");
+    let mut slow = Subscriber::<u64>::open(&name).expect("slow");
+    // No borrows in place where the publisher may evict a live subscriber.
+    tx.send(100).expect("send");
+    assert!(matches!(
+        slow.try_recv_ref(),
+        Err(shmchan::broadcast::RecvRefError::LagLimit)
+    ));
+    assert_eq!(slow.try_recv(), Ok(100));
+    assert_eq!(fast.try_recv(), Ok(100));
     for v in 0..8 {
         tx.send(v).expect("send");
         assert_eq!(fast.try_recv(), Ok(v));
@@ -739,4 +747,31 @@ fn shmchan_ls_and_stat_show_each_subscriber() {
     drop((tx, a, _b));
     drop(guard);
     common::assert_shm_gone(&[&name]);
+}
+
+#[test]
+fn zero_sized_messages_and_overwrite_batches_larger_than_the_ring() {
+    let (mut guard, name) = ShmGuard::fresh("bcast-zst");
+    let tx = Publisher::<()>::with_options(&name, &create(4, 1, Policy::Lossless)).expect("zst");
+    let mut rx = Subscriber::<()>::open(&name).expect("sub");
+    tx.send(()).expect("send");
+    tx.send(()).expect("send");
+    assert_eq!(rx.try_recv(), Ok(()));
+    assert_eq!(*rx.try_recv_ref().expect("ref"), ());
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    drop((tx, rx));
+
+    // Overwrite: a batch is cut to one ring, so no slot is published for a position
+    // the batch has already rewritten.
+    let ow = common::unique_name("bcast-bigbatch");
+    guard.add(&ow);
+    let tx = Publisher::<u64>::with_options(&ow, &create(4, 1, Policy::Overwrite)).expect("ow");
+    let rx = Subscriber::<u64>::open(&ow).expect("sub");
+    assert_eq!(tx.try_send_batch(&(0..10).collect::<Vec<u64>>()), Ok(4));
+    for want in 0..4 {
+        assert_eq!(rx.try_recv(), Ok(want));
+    }
+    drop((tx, rx));
+    drop(guard);
+    common::assert_shm_gone(&[&name, &ow]);
 }

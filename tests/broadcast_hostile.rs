@@ -228,6 +228,7 @@ fn attack(policy: Policy, test: &str) {
                 match s.try_recv_ref() {
                     Ok(m) => seen(Ok(*m), &mut t),
                     Err(RecvRefError::Overwrite) => assert_eq!(policy, Policy::Overwrite),
+                    Err(RecvRefError::LagLimit) => panic!("no lag limit was set"),
                     Err(RecvRefError::Empty) => t.empty += 1,
                     Err(RecvRefError::Lagged(_)) => t.lagged += 1,
                     Err(RecvRefError::Disconnected) => t.disconnected += 1,

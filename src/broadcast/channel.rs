@@ -293,6 +293,7 @@ impl<T: Pod> Publisher<T> {
         if n == 0 {
             return Err(TrySendError::Full(()));
         }
+        self.core.ring.begin_batch(n);
         for (k, m) in msgs[..n as usize].iter().enumerate() {
             self.write(k as u64, m);
         }
@@ -329,8 +330,13 @@ impl<T: Pod> Publisher<T> {
         if room == 0 {
             return Err(TrySendError::Full(()));
         }
+        self.core.ring.begin_batch(room);
         for k in 0..room {
             let m = make(k as usize);
+            if self.core.forked() {
+                // `make` forked and this is the child: the handle is inert here.
+                return Err(TrySendError::Disconnected(()));
+            }
             self.write(k, &m);
         }
         self.core.commit(room);
@@ -519,7 +525,8 @@ impl<T: Pod> Subscriber<T> {
         }
         take(self.try_recv()?);
         let mut n = 1;
-        while n < max {
+        // (`take` may have forked: a handle is inert in the child.)
+        while n < max && !self.core.forked() {
             let mut v = MaybeUninit::<T>::uninit();
             match self.read(&mut v) {
                 Read::Got => {
@@ -555,12 +562,12 @@ impl<T: Pod> Subscriber<T> {
     ///
     /// # Errors
     /// `Overwrite` on a channel created with [`Policy::Overwrite`] (the publisher may
-    /// rewrite any slot at any time there: use `try_recv`, which copies and checks);
-    /// otherwise as [`try_recv`](Self::try_recv).
+    /// rewrite any slot at any time there: use `try_recv`, which copies and checks),
+    /// `LagLimit` on one created with a lag limit (the publisher may evict this
+    /// subscriber while it holds the borrow, and rewrite the slot); otherwise as
+    /// [`try_recv`](Self::try_recv).
     pub fn try_recv_ref(&mut self) -> Result<RecvRef<'_, T>, RecvRefError> {
-        if !self.core.lossless {
-            return Err(RecvRefError::Overwrite);
-        }
+        self.core.may_borrow()?;
         self.core.try_recv_with(|| self.core.ring.peek())?;
         Ok(self.msg_ref())
     }
@@ -568,11 +575,9 @@ impl<T: Pod> Subscriber<T> {
     /// Like [`try_recv_ref`](Self::try_recv_ref), waiting for a message.
     ///
     /// # Errors
-    /// `Overwrite`, `Lagged(n)` or `Disconnected`.
+    /// `Overwrite`, `LagLimit`, `Lagged(n)` or `Disconnected`.
     pub fn recv_ref(&mut self) -> Result<RecvRef<'_, T>, RecvRefError> {
-        if !self.core.lossless {
-            return Err(RecvRefError::Overwrite);
-        }
+        self.core.may_borrow()?;
         self.core.recv_with(None, || self.core.ring.peek())?;
         Ok(self.msg_ref())
     }
@@ -605,16 +610,22 @@ impl<T: Pod> Deref for RecvRef<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: the slot is published (peeked), its payload is size_of::<T>() bytes
         // aligned for T (the geometry aligns payloads to max(8, align_of::<T>())), and
-        // in a lossless channel the publisher does not rewrite it while our cursor,
-        // counted, has not passed it (we release it on drop).
+        // in a lossless channel without a lag limit (checked before lending) the
+        // publisher does not rewrite it while our cursor, counted, has not passed it:
+        // it evicts a subscriber only once its process is dead (we release it on
+        // drop). A hostile writer of the segment is outside this promise (README:
+        // trust boundary).
         unsafe { &*self.ptr }
     }
 }
 
 impl<T: Pod> Drop for RecvRef<'_, T> {
     fn drop(&mut self) {
-        self.rx.core.ring.release();
-        self.rx.core.released();
+        // In a forked child the cursor is the parent's: leave it alone.
+        if !self.rx.core.forked() {
+            self.rx.core.ring.release();
+            self.rx.core.released();
+        }
     }
 }
 

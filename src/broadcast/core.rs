@@ -140,14 +140,22 @@ impl PubCore {
     #[inline]
     pub fn try_room(&self, want: u64) -> u64 {
         let want = want.max(1);
-        match self.ring.room(want) {
+        let n = match self.ring.room(want) {
             0 => self.room_after_eviction(self.at.probe_due(), want),
-            n => {
-                if self.lag_limit.is_some() {
-                    self.blocked_since.set(None);
-                }
-                n
-            }
+            n => n,
+        };
+        if n > 0 {
+            self.got_room();
+        }
+        n
+    }
+
+    /// The ring is not (or no longer) full: the lag limit counts from the next time
+    /// it is.
+    #[inline]
+    fn got_room(&self) {
+        if self.lag_limit.is_some() {
+            self.blocked_since.set(None);
         }
     }
 
@@ -190,7 +198,11 @@ impl PubCore {
         );
         // A deadline shorter than the liveness interval never reaches a slice: look
         // for gone subscribers as a `try_send` would (rate limited).
-        r.is_ok() || self.try_room(1) > 0
+        let ok = r.is_ok() || self.try_room(1) > 0;
+        if ok {
+            self.got_room();
+        }
+        ok
     }
 
     /// Publishes the next `n` written positions and wakes sleeping subscribers.
@@ -219,6 +231,8 @@ pub(crate) struct SubCore {
     pub ring: ring::Subscriber,
     at: Attachment,
     pub lossless: bool,
+    /// Whether the channel has a lag limit (then no borrows in place).
+    lag_limited: bool,
     /// Messages missed that a batch receive found after handing out messages: the next
     /// receive reports them first.
     pending_lag: Cell<u64>,
@@ -238,6 +252,7 @@ impl SubCore {
         .ok_or(OpenError::TooManyPeers(shared.max_peers as u32))?;
         hdr.attach.receiver_attaches.fetch_add(1, Ordering::Relaxed);
         let lossless = shared.policy() == Policy::Lossless;
+        let lag_limited = shared.lag_limit().is_some();
         let at = Attachment::new(shared, claim, opts);
         let Some(ring) = ring::Subscriber::join(
             ring_of(&at),
@@ -252,6 +267,7 @@ impl SubCore {
             ring,
             at,
             lossless,
+            lag_limited,
             pending_lag: Cell::new(0),
         })
     }
@@ -292,6 +308,25 @@ impl SubCore {
                 Some(n)
             }
         }
+    }
+
+    /// Whether a message may be borrowed in place: only where the publisher never
+    /// rewrites a slot a live, counted subscriber has not passed.
+    pub fn may_borrow(&self) -> Result<(), super::error::RecvRefError> {
+        use super::error::RecvRefError;
+        if !self.lossless {
+            Err(RecvRefError::Overwrite)
+        } else if self.lag_limited {
+            Err(RecvRefError::LagLimit)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether this handle is used in a process forked after it attached (inert).
+    #[inline]
+    pub fn forked(&self) -> bool {
+        self.at.forked()
     }
 
     /// Tells a lossless publisher that slots were released.

@@ -90,6 +90,13 @@ pub enum RecvRefError {
         "borrowing in place needs a lossless channel; this one overwrites: use try_recv or recv, which copy"
     )]
     Overwrite,
+    /// The channel has a lag limit: the publisher may evict this subscriber while it
+    /// holds a borrow and rewrite the slot, so no reference into one is handed out.
+    /// Use `try_recv`/`recv`.
+    #[error(
+        "borrowing in place is off on a channel with a lag limit (the publisher may evict this subscriber and rewrite the slot): use try_recv or recv, which copy"
+    )]
+    LagLimit,
 }
 
 impl From<TryRecvError> for RecvRefError {

@@ -25,8 +25,9 @@
 //! - publisher: `m1` = slowest cursor; store floor = `m1`; fence (SeqCst); `m2` =
 //!   slowest cursor again; limit = `min(m1, m2) + capacity`;
 //! - subscriber: store its cursor `s0` (the floor it read before) and its owner;
-//!   fence (SeqCst); load floor `f` and tail `t`; start at `max(s0, f)` (oldest) or
-//!   `max(s0, f, t)` (next), never below `s0`.
+//!   fence (SeqCst); load floor `f` and tail `t`; start at `max(s0, f, t - capacity)`
+//!   (oldest) or that and `t` (next), never below `s0` (the floor may go down when
+//!   a subscriber joins low, so `s0` may exceed `f`).
 //!
 //! Either the publisher's second scan sees the new cursor (its limit then respects
 //! it), or the subscriber's load sees that scan's floor (and it starts at or above it);
@@ -349,7 +350,9 @@ impl Publisher {
     #[inline]
     pub fn room(&self, want: u64) -> u64 {
         if !self.lossless {
-            return want;
+            // Never more than a ring: a batch that wrapped onto its own slots would
+            // publish a slot for a position it has since rewritten.
+            return want.min(self.ring.capacity());
         }
         if !self.has_room() {
             return 0;
@@ -380,6 +383,18 @@ impl Publisher {
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.ring.store_payload(p, src, len) };
+    }
+
+    /// Before writing a batch of `n` (more than one) positions: stores the exact
+    /// position hint, so that the hint is never more than a ring behind what the
+    /// batch publishes (a successor, a joiner or `inspect` scans forward from it at
+    /// most a ring; a stale hint and a large batch would let the scan stop at a slot
+    /// the batch rewrote).
+    #[inline]
+    pub fn begin_batch(&self, n: u64) {
+        if n > 1 {
+            self.store_tail();
+        }
     }
 
     /// Publishes the next `n` positions (written by [`write`](Self::write)), in order.
@@ -557,7 +572,7 @@ impl Subscriber {
     /// and intact, and moves the cursor past it.
     ///
     /// # Safety
-    /// `dst` must be writable for `len` bytes.
+    /// `dst` must be writable for `len` bytes, and `len <= msg_size`.
     #[inline]
     pub unsafe fn try_read(&self, dst: *mut u8, len: usize) -> Read {
         let c = self.pos.get();
@@ -599,10 +614,15 @@ impl Subscriber {
         }
     }
 
-    /// The payload of the next message's slot (8-aligned, `msg_size` bytes).
+    /// The payload of the next message's slot (8-aligned, `msg_size` bytes; for a
+    /// zero-sized message, the end of the slot: no reference to it is made here).
     #[inline]
     pub fn payload(&self) -> *const u8 {
-        self.ring.word(self.pos.get(), self.ring.payload_word) as *const AtomicU64 as *const u8
+        let slot = (self.pos.get() & self.ring.mask) as usize;
+        self.ring
+            .words
+            .wrapping_add(slot * self.ring.slot_words + self.ring.payload_word)
+            .cast()
     }
 
     /// Moves past the message [`peek`](Self::peek) found.
@@ -623,11 +643,15 @@ impl Subscriber {
                 .ring
                 .word(c, self.ring.payload_word - 1)
                 .load(Ordering::Relaxed);
-            let len = usize::try_from(len).unwrap_or(usize::MAX).min(max_len);
+            // Clamped to the slot too, whatever the caller passes.
+            let len = usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .min(max_len)
+                .min(self.ring.msg_size);
             buf.clear();
             buf.reserve(len);
-            // SAFETY: `buf` has room for `len` bytes (reserved), len <= max_len <=
-            // msg_size; the bytes are set by the copy before the length is.
+            // SAFETY: `buf` has room for `len` bytes (reserved), len <= msg_size
+            // (clamped above); the bytes are set by the copy before the length is.
             unsafe {
                 self.ring.load_payload(c, buf.as_mut_ptr(), len);
                 buf.set_len(len);
@@ -859,6 +883,46 @@ mod tests {
         }
         assert!(!oldest.counted());
         assert!(matches!(read(&oldest, &mut out), Read::Lagged(_)));
+    }
+
+    /// Found by review: a publisher killed while committing a batch larger than the
+    /// distance to its stale position hint left its successor scanning from the hint
+    /// into a slot the batch had rewritten, so it started a ring too early and
+    /// rewrote published messages. The hint is now stored before each batch.
+    #[test]
+    fn a_successor_finds_the_end_of_a_large_batch_cut_short() {
+        let h = HeapRing::new(32, 1, 1);
+        let p = Publisher::attach(h.ring(), true);
+        let s = Subscriber::join(h.ring(), 0, 1, Start::Next).expect("join");
+        let mut out = [0u64];
+        for v in 0..40u64 {
+            assert!(publish(&p, &[v]));
+            assert_eq!(read(&s, &mut out), Read::Got);
+        }
+        assert_eq!(h.ring().tail(), 32, "hint every 16");
+        // A batch of 32 (the whole ring), killed after publishing 30 of them.
+        assert!(p.rescan());
+        assert_eq!(p.room(32), 32);
+        p.begin_batch(32);
+        for k in 0..32u64 {
+            // SAFETY: an 8-byte value, readable.
+            unsafe { p.write(k, (&(40 + k) as *const u64).cast(), 8, None) };
+        }
+        for pos in 40..70u64 {
+            h.ring().seq(pos).store(published(pos), Ordering::Release);
+        }
+        let successor = Publisher::attach(h.ring(), true);
+        assert_eq!(successor.tail(), 70);
+        for want in 40..70u64 {
+            assert_eq!((read(&s, &mut out), out[0]), (Read::Got, want));
+        }
+    }
+
+    #[test]
+    fn an_overwrite_batch_takes_at_most_a_ring() {
+        let h = HeapRing::new(4, 1, 1);
+        let p = Publisher::attach(h.ring(), false);
+        assert_eq!(p.room(10), 4);
     }
 
     #[test]
