@@ -327,6 +327,16 @@ pub struct TooLong {
     pub max: usize,
 }
 
+impl TooLong {
+    /// `Err` if a message of `len` bytes does not fit a channel of `max`.
+    pub(crate) fn check(len: usize, max: usize) -> Result<(), TooLong> {
+        if len > max {
+            return Err(TooLong { len, max });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

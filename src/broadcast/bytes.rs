@@ -116,13 +116,7 @@ impl BytePublisher {
     publisher_methods!();
 
     fn check_len(&self, msg: &[u8]) -> Result<(), TooLong> {
-        if msg.len() > self.max {
-            return Err(TooLong {
-                len: msg.len(),
-                max: self.max,
-            });
-        }
-        Ok(())
+        TooLong::check(msg.len(), self.max)
     }
 
     fn publish(&self, msg: &[u8]) {

@@ -166,13 +166,7 @@ impl ByteSender {
     }
 
     fn check_len(&self, msg: &[u8]) -> Result<(), TooLong> {
-        if msg.len() > self.max {
-            return Err(TooLong {
-                len: msg.len(),
-                max: self.max,
-            });
-        }
-        Ok(())
+        TooLong::check(msg.len(), self.max)
     }
 
     /// Sends `msg` if there is room, without waiting.
