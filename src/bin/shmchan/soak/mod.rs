@@ -1953,8 +1953,8 @@ impl Soak {
         }
         // No more kills: let the last ones' stalls resolve (or exceed the limit).
         // `--stall-limit-ms` is the user's: a huge one must not overflow the clock.
-        let settle = Instant::now()
-            .checked_add(self.cfg.stall_limit.saturating_add(Duration::from_secs(1)));
+        let settle =
+            Instant::now().checked_add(self.cfg.stall_limit.saturating_add(Duration::from_secs(1)));
         while !self.st.pending.is_empty() && settle.is_none_or(|t| Instant::now() < t) {
             self.poll()?;
             std::thread::sleep(POLL);
